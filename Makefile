@@ -1,0 +1,33 @@
+# Quick start: `make demo` runs the main job on the embedded default; `make test` runs the tests.
+# Each target does its own set-up on a fresh machine (a .venv made with Python 3.12).
+PY ?= $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+
+.PHONY: setup demo test lint bench package clean
+
+$(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	@test -n "$(PY)" || { echo "Python 3.12 not found: install it or run 'make PY=/path/to/python3.12'"; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
+	@touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/omnicast demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .omnicast build vendor .chalice/deployments

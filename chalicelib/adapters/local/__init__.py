@@ -1,0 +1,45 @@
+"""The embedded default adapter set: SQLite (WAL) in a data folder and a blob folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from chalicelib.adapters.local.blobs import FolderBlobStore
+from chalicelib.adapters.local.sqlite import (
+    Database,
+    SqliteEventStore,
+    SqliteJourneyStore,
+    SqliteProfileStore,
+    SqliteQueue,
+    SqliteSecrets,
+    SqliteSendLedger,
+)
+from chalicelib.ports import Stores
+
+
+def local_stores(data_dir: str | Path | None) -> Stores:
+    """Stores on ``<data_dir>/omnicast.db``; ``None`` gives an in-memory database (tests)."""
+    if data_dir is None:
+        db = Database(":memory:")
+        import tempfile
+
+        blob_root = Path(tempfile.mkdtemp(prefix="omnicast-blobs-"))
+    else:
+        root = Path(data_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)  # secrets and personal data live here
+        db = Database(root / "omnicast.db")
+        blob_root = root / "blobs"
+    return Stores(
+        events=SqliteEventStore(db),
+        profiles=SqliteProfileStore(db),
+        ledger=SqliteSendLedger(db),
+        journeys=SqliteJourneyStore(db),
+        queue=SqliteQueue(db),
+        blobs=FolderBlobStore(blob_root),
+        secrets=SqliteSecrets(db),
+    )
+
+
+__all__ = ["Database", "FolderBlobStore", "local_stores"]

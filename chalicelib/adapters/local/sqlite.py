@@ -1,0 +1,410 @@
+"""The embedded default: every port on one SQLite database in WAL mode.
+
+One connection per store set, guarded by a lock: SQLite serialises writers anyway, and
+one connection lets ``:memory:`` databases back the unit tests. Conditional writes are
+``INSERT ... ON CONFLICT DO NOTHING`` / ``UPDATE ... WHERE version = ?`` and report
+whether they won through ``rowcount``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from chalicelib.clock import iso, parse_iso
+from chalicelib.ports import (
+    JSON,
+    JourneyState,
+    LedgerEntry,
+    Profile,
+    QueueMessage,
+    StoredEvent,
+    Timer,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    source TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,
+    profile_id TEXT, received_at TEXT NOT NULL, timestamp TEXT NOT NULL,
+    event TEXT, payload TEXT NOT NULL, processed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source, message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, timestamp);
+CREATE TABLE IF NOT EXISTS profiles (
+    profile_id TEXT PRIMARY KEY, traits TEXT NOT NULL, identifiers TEXT NOT NULL,
+    created_at TEXT, updated_at TEXT, version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identities (
+    kind TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger (
+    key TEXT PRIMARY KEY, profile_id TEXT NOT NULL, journey TEXT NOT NULL,
+    step TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, provider_message_id TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_profile ON ledger (profile_id, created_at);
+CREATE INDEX IF NOT EXISTS ledger_created ON ledger (created_at);
+CREATE TABLE IF NOT EXISTS journey_states (
+    profile_id TEXT NOT NULL, journey TEXT NOT NULL, entity TEXT NOT NULL,
+    version TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
+    entered_at TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (profile_id, journey, entity)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id TEXT PRIMARY KEY, due_at TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body TEXT NOT NULL,
+    visible_at REAL NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Database:
+    """One SQLite connection shared by the local stores."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.lock = threading.RLock()
+        with self.lock:
+            if self.path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE), committed on success."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        with self.lock:
+            return self.conn.execute(sql, params).rowcount
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+# --------------------------------------------------------------------------- events
+class SqliteEventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def append(self, event: StoredEvent) -> bool:
+        return (
+            self.db.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (
+                    event.source, event.message_id, event.type, event.profile_id,
+                    iso(event.received_at), iso(event.timestamp), event.event,
+                    _dumps(event.payload), int(event.processed),
+                ),
+            )
+            == 1
+        )
+
+    def _row(self, r: tuple[Any, ...]) -> StoredEvent:
+        return StoredEvent(
+            source=r[0], message_id=r[1], type=r[2], profile_id=r[3],
+            received_at=parse_iso(r[4]), timestamp=parse_iso(r[5]), event=r[6],
+            payload=json.loads(r[7]), processed=bool(r[8]),
+        )
+
+    def get(self, source: str, message_id: str) -> StoredEvent | None:
+        rows = self.db.query("SELECT * FROM events WHERE source=? AND message_id=?", (source, message_id))
+        return self._row(rows[0]) if rows else None
+
+    def mark_processed(self, source: str, message_id: str, profile_id: str) -> None:
+        self.db.execute(
+            "UPDATE events SET processed=1, profile_id=? WHERE source=? AND message_id=?",
+            (profile_id, source, message_id),
+        )
+
+    def for_profile(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+        rows = self.db.query(
+            "SELECT * FROM events WHERE profile_id=? AND processed=1 ORDER BY timestamp LIMIT ?",
+            (profile_id, limit),
+        )
+        return [self._row(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self.db.query("SELECT COUNT(*) FROM events")[0][0])
+
+
+# --------------------------------------------------------------------------- profiles
+class SqliteProfileStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, profile_id: str) -> Profile | None:
+        rows = self.db.query("SELECT * FROM profiles WHERE profile_id=?", (profile_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Profile(
+            profile_id=r[0], traits=json.loads(r[1]), identifiers=json.loads(r[2]),
+            created_at=parse_iso(r[3]) if r[3] else None,
+            updated_at=parse_iso(r[4]) if r[4] else None, version=r[5],
+        )
+
+    def save(self, profile: Profile, expected_version: int) -> bool:
+        values = (
+            _dumps(profile.traits), _dumps(profile.identifiers),
+            iso(profile.created_at) if profile.created_at else None,
+            iso(profile.updated_at) if profile.updated_at else None,
+        )
+        if expected_version == 0:
+            won = self.db.execute(
+                "INSERT INTO profiles VALUES (?,?,?,?,?,1) ON CONFLICT DO NOTHING",
+                (profile.profile_id, *values),
+            )
+        else:
+            won = self.db.execute(
+                "UPDATE profiles SET traits=?, identifiers=?, created_at=?, updated_at=?, version=version+1 "
+                "WHERE profile_id=? AND version=?",
+                (*values, profile.profile_id, expected_version),
+            )
+        if won == 1:
+            profile.version = expected_version + 1
+            return True
+        return False
+
+    def resolve(self, kind: str, value: str) -> str | None:
+        rows = self.db.query("SELECT profile_id FROM identities WHERE kind=? AND value=?", (kind, value))
+        return rows[0][0] if rows else None
+
+    def link(self, kind: str, value: str, profile_id: str) -> bool:
+        self.db.execute("INSERT INTO identities VALUES (?,?,?) ON CONFLICT DO NOTHING", (kind, value, profile_id))
+        return self.resolve(kind, value) == profile_id
+
+    def count(self) -> int:
+        return int(self.db.query("SELECT COUNT(*) FROM profiles")[0][0])
+
+
+# --------------------------------------------------------------------------- ledger
+class SqliteSendLedger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def claim(self, entry: LedgerEntry) -> bool:
+        return (
+            self.db.execute(
+                "INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (
+                    entry.key, entry.profile_id, entry.journey, entry.step, entry.channel,
+                    entry.status, entry.reason, iso(entry.created_at), iso(entry.updated_at),
+                    entry.provider_message_id, _dumps(entry.detail),
+                ),
+            )
+            == 1
+        )
+
+    def update(
+        self,
+        key: str,
+        *,
+        status: str,
+        reason: str,
+        at: Any,
+        provider_message_id: str | None = None,
+        detail: JSON | None = None,
+    ) -> None:
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT detail, provider_message_id FROM ledger WHERE key=?", (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            merged = {**json.loads(row[0]), **(detail or {})}
+            conn.execute(
+                "UPDATE ledger SET status=?, reason=?, updated_at=?, provider_message_id=?, detail=? WHERE key=?",
+                (status, reason, iso(at), provider_message_id or row[1], _dumps(merged), key),
+            )
+
+    def transition(self, key: str, *, from_status: str, to_status: str, at: Any) -> bool:
+        return (
+            self.db.execute(
+                "UPDATE ledger SET status=?, updated_at=? WHERE key=? AND status=?",
+                (to_status, iso(at), key, from_status),
+            )
+            == 1
+        )
+
+    def _row(self, r: tuple[Any, ...]) -> LedgerEntry:
+        return LedgerEntry(
+            key=r[0], profile_id=r[1], journey=r[2], step=r[3], channel=r[4], status=r[5],
+            reason=r[6], created_at=parse_iso(r[7]), updated_at=parse_iso(r[8]),
+            provider_message_id=r[9], detail=json.loads(r[10]),
+        )
+
+    def get(self, key: str) -> LedgerEntry | None:
+        rows = self.db.query("SELECT * FROM ledger WHERE key=?", (key,))
+        return self._row(rows[0]) if rows else None
+
+    def for_profile(self, profile_id: str) -> list[LedgerEntry]:
+        rows = self.db.query("SELECT * FROM ledger WHERE profile_id=? ORDER BY created_at, key", (profile_id,))
+        return [self._row(r) for r in rows]
+
+    def all(self, limit: int = 1000) -> list[LedgerEntry]:
+        rows = self.db.query("SELECT * FROM ledger ORDER BY created_at, key LIMIT ?", (limit,))
+        return [self._row(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- journeys
+class SqliteJourneyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _values(self, s: JourneyState) -> tuple[Any, ...]:
+        return (
+            s.profile_id, s.journey, s.entity, s.version, s.step, s.status,
+            iso(s.entered_at), _dumps(s.data),
+        )
+
+    def enter(self, state: JourneyState) -> bool:
+        return (
+            self.db.execute("INSERT INTO journey_states VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", self._values(state))
+            == 1
+        )
+
+    def _row(self, r: tuple[Any, ...]) -> JourneyState:
+        return JourneyState(
+            profile_id=r[0], journey=r[1], entity=r[2], version=r[3], step=r[4], status=r[5],
+            entered_at=parse_iso(r[6]), data=json.loads(r[7]),
+        )
+
+    def get(self, profile_id: str, journey: str, entity: str) -> JourneyState | None:
+        rows = self.db.query(
+            "SELECT * FROM journey_states WHERE profile_id=? AND journey=? AND entity=?",
+            (profile_id, journey, entity),
+        )
+        return self._row(rows[0]) if rows else None
+
+    def put(self, state: JourneyState) -> None:
+        self.db.execute("INSERT OR REPLACE INTO journey_states VALUES (?,?,?,?,?,?,?,?)", self._values(state))
+
+    def for_profile(self, profile_id: str) -> list[JourneyState]:
+        rows = self.db.query("SELECT * FROM journey_states WHERE profile_id=? ORDER BY entered_at", (profile_id,))
+        return [self._row(r) for r in rows]
+
+    def schedule(self, timer: Timer) -> bool:
+        return (
+            self.db.execute(
+                "INSERT INTO timers VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (timer.timer_id, iso(timer.due_at), _dumps(timer.payload)),
+            )
+            == 1
+        )
+
+    def due(self, now: Any, limit: int = 100) -> list[Timer]:
+        rows = self.db.query(
+            "SELECT timer_id, due_at, payload FROM timers WHERE due_at <= ? ORDER BY due_at, timer_id LIMIT ?",
+            (iso(now), limit),
+        )
+        return [Timer(r[0], parse_iso(r[1]), json.loads(r[2])) for r in rows]
+
+    def take(self, timer_id: str) -> bool:
+        return self.db.execute("DELETE FROM timers WHERE timer_id=?", (timer_id,)) == 1
+
+
+# --------------------------------------------------------------------------- queue
+class SqliteQueue:
+    """A durable at-least-once queue with SQS semantics (visibility timeout, receipts).
+
+    Visibility is infrastructure time (a worker that died), so it runs on ``time_fn``
+    (wall time by default), not the business clock; tests pass their own ``time_fn``.
+    """
+
+    def __init__(self, db: Database, time_fn: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.time = time_fn
+
+    def send(self, queue: str, body: JSON, *, delay_seconds: int = 0) -> None:
+        self.db.execute(
+            "INSERT INTO queue (queue, body, visible_at) VALUES (?,?,?)",
+            (queue, _dumps(body), self.time() + delay_seconds),
+        )
+
+    def send_batch(self, queue: str, bodies: list[JSON]) -> None:
+        now = self.time()
+        with self.db.tx() as conn:
+            conn.executemany(
+                "INSERT INTO queue (queue, body, visible_at) VALUES (?,?,?)",
+                [(queue, _dumps(b), now) for b in bodies],
+            )
+
+    def receive(self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30) -> list[QueueMessage]:
+        now = self.time()
+        out: list[QueueMessage] = []
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                "SELECT id, body, receive_count FROM queue WHERE queue=? AND visible_at <= ? ORDER BY id LIMIT ?",
+                (queue, now, max_messages),
+            ).fetchall()
+            for row_id, body, count in rows:
+                receipt = f"{row_id}:{uuid.uuid4().hex}"
+                conn.execute(
+                    "UPDATE queue SET visible_at=?, receive_count=receive_count+1, receipt=? WHERE id=?",
+                    (now + visibility_seconds, receipt, row_id),
+                )
+                out.append(QueueMessage(receipt=receipt, body=json.loads(body), receive_count=count + 1))
+        return out
+
+    def ack(self, queue: str, receipt: str) -> None:
+        row_id = receipt.split(":", 1)[0]
+        # the receipt must match: a message redelivered to another worker is theirs now
+        self.db.execute("DELETE FROM queue WHERE id=? AND queue=? AND receipt=?", (row_id, queue, receipt))
+
+    def depth(self, queue: str) -> int:
+        return int(self.db.query("SELECT COUNT(*) FROM queue WHERE queue=?", (queue,))[0][0])
+
+
+# --------------------------------------------------------------------------- secrets
+class SqliteSecrets:
+    """Secrets in the local database; the data folder is created readable by its owner only."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, name: str) -> str | None:
+        rows = self.db.query("SELECT value FROM secrets WHERE name=?", (name,))
+        return rows[0][0] if rows else None
+
+    def put(self, name: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO secrets VALUES (?,?)", (name, value))
+
+    def delete(self, name: str) -> None:
+        self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
+
+    def names(self, prefix: str) -> list[str]:
+        rows = self.db.query("SELECT name FROM secrets WHERE name >= ? AND name < ? ORDER BY name", (prefix, prefix + "\uffff"))
+        return [r[0] for r in rows]

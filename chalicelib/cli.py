@@ -1,0 +1,174 @@
+"""The ``omnicast`` command line: serve the local stack, inspect plugins, manage keys.
+
+Every command reads the same configuration as the app (``OMNICAST_*`` variables and an
+optional TOML file) and answers bad input with a one-line message and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chalicelib.config import Settings, load_settings
+from chalicelib.errors import OmnicastError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return load_settings(overrides=overrides)
+
+
+def _runtime(args: argparse.Namespace) -> Any:
+    from chalicelib.runtime import Runtime
+
+    return Runtime(_settings(args))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chalicelib.runtime import Runtime
+    from chalicelib.server import LocalStack
+
+    settings = _settings(args)
+    if settings.runtime != "local" and not args.allow_aws:
+        print("serve runs the embedded default; set OMNICAST_RUNTIME=local (or pass --allow-aws)", file=sys.stderr)
+        return 2
+    runtime = Runtime(settings)
+    stack = LocalStack(runtime, host=args.host, port=args.port).start()
+    print(f"Omnicast serving on {stack.url} (data in {settings.data_dir.resolve()}); Ctrl-C stops", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    stack.stop()
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from chalicelib.plugin_host import PluginHost
+
+    info = PluginHost(_settings(args).plugins).load().describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{'plugin':<14} {'distribution':<22} {'version':<9} hooks")
+    for p in info["plugins"]:
+        print(f"{p['name']:<14} {p['distribution'] or '-':<22} {p['version'] or '-':<9} {', '.join(p['hooks'])}")
+    for name, why in info["skipped"].items():
+        print(f"{name:<14} (not loaded: {why})")
+    print("\nchannels: " + (", ".join(f"{n} ({c['channel']})" for n, c in info["channels"].items()) or "none"))
+    print("models:   " + (", ".join(f"{n} ({c['kind']})" for n, c in info["models"].items()) or "none"))
+    print("sources:  " + (", ".join(info["sources"]) or "none"))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    creds = _runtime(args).credentials
+    if args.action == "create":
+        key = creds.create_key(args.kind, args.name)
+        print(key)
+        print(f"({args.kind} key {args.name!r}: shown once, stored hashed)", file=sys.stderr)
+    elif args.action == "list":
+        for k in creds.list_keys():
+            print(f"{k.kind:<6} {k.name:<20} created {k.created_at}")
+    else:
+        gone = creds.revoke(args.kind, args.name)
+        print(f"revoked {gone} {args.kind} key(s) named {args.name!r}")
+        if not gone:
+            return 1
+    return 0
+
+
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    creds = _runtime(args).credentials
+    if args.action == "add":
+        secret = args.secret if args.secret is not None else sys.stdin.readline().strip()
+        creds.add_webhook_secret(args.source, secret)
+        print(f"added a webhook secret for {args.source} ({len(creds.webhook_secrets(args.source))} active)")
+    elif args.action == "list":
+        print(f"{args.source}: {len(creds.webhook_secrets(args.source))} active secret(s) (values never shown)")
+    else:
+        print(f"removed {creds.remove_webhook_secrets(args.source)} secret(s) of {args.source}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from chalicelib.demo import run_demo
+
+    return run_demo(data_dir=Path(args.data_dir or ".omnicast/demo"), customers=args.customers, seed=args.seed)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omnicast", description="Omnicast marketing automation for shops")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--data-dir", help="data folder of the embedded default (default .omnicast)")
+        return sp
+
+    sp = add("serve", "run the HTTP API, queue workers and scheduler on the embedded default")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--allow-aws", action="store_true", help="serve locally against the aws adapters")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = add("plugins", "list loaded plugins, their versions and hooks")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_plugins)
+
+    sp = add("keys", "create, list or revoke write keys and admin API keys")
+    sp.add_argument("action", choices=["create", "list", "revoke"])
+    sp.add_argument("--kind", choices=["write", "admin"], default="write")
+    sp.add_argument("--name", default="default")
+    sp.set_defaults(func=cmd_keys)
+
+    sp = add("webhook-secret", "add, count or remove a shop platform's webhook signing secrets")
+    sp.add_argument("action", choices=["add", "list", "remove"])
+    sp.add_argument("source", help="shopify, woocommerce, bigcommerce, stripe, ...")
+    sp.add_argument("--secret", help="the secret (default: read one line from standard input)")
+    sp.set_defaults(func=cmd_webhook_secret)
+
+    sp = add("config", "print the effective configuration")
+    sp.set_defaults(func=cmd_config)
+
+    sp = add("demo", "run the local stack and feed it a stream of shop events")
+    sp.add_argument("--customers", type=int, default=40)
+    sp.add_argument("--seed", type=int, default=7)
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except OmnicastError as exc:
+        print(f"omnicast: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""Configuration: a TOML file and/or ``OMNICAST_*`` environment variables, validated.
+
+Precedence: defaults < config file (``OMNICAST_CONFIG`` or ``<data_dir>/omnicast.toml``)
+< environment. Nested keys use a double underscore in the environment::
+
+    OMNICAST_RUNTIME=aws
+    OMNICAST_CHANNELS__EMAIL=smtp             # which plugin serves the email channel
+    OMNICAST_PLUGIN_SETTINGS__SMTP__PORT=2525 # a plugin's own setting
+    OMNICAST_PLUGINS__BLOCK=sandbox_sms,foo   # comma-separated lists
+
+Every error names the setting (``channels.email``) and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chalicelib.errors import ConfigError
+
+ENV_PREFIX = "OMNICAST_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginSelection(Strict):
+    allow: list[str] | None = None  # None: every installed plugin
+    block: list[str] = Field(default_factory=list)
+    trace: bool = False  # log every hook call (pluggy tracing)
+
+
+class AwsSettings(Strict):
+    region: str = "us-east-1"
+    table: str = "omnicast"
+    bucket: str = "omnicast-data"
+    queue_prefix: str = "omnicast-"
+    ssm_prefix: str = "/omnicast/"
+    endpoint_url: str | None = None  # e.g. moto's server for the local AWS stack
+
+
+class SendPolicySettings(Strict):
+    quiet_start_hour: int = Field(21, ge=0, le=23)
+    quiet_end_hour: int = Field(9, ge=0, le=23)
+    default_timezone: str = "UTC"
+
+
+class Settings(Strict):
+    runtime: Literal["local", "aws"] = "local"
+    data_dir: Path = Path(".omnicast")
+    max_body_bytes: int = Field(512 * 1024, gt=0)  # Segment's batch limit is 500 KB
+    plugins: PluginSelection = Field(default_factory=PluginSelection)
+    # channel kind -> plugin name; kinds not listed use the only plugin of that kind
+    channels: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+    plugin_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    send_policy: SendPolicySettings = Field(default_factory=SendPolicySettings)
+    public_url: str = "http://127.0.0.1:8000"
+
+
+_LIST_KEYS = {("plugins", "allow"), ("plugins", "block")}
+
+
+def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another OMNICAST_ variable", field=name)
+        leaf: Any = value
+        if tuple(path) in _LIST_KEYS:
+            leaf = [v.strip() for v in value.split(",") if v.strip()]
+        node[path[-1]] = leaf
+    return tree
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format(error: ValidationError, origin: str) -> str:
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
+    return f"invalid configuration ({origin}): " + "; ".join(parts)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from the config file, the environment and explicit overrides."""
+    environ = os.environ if environ is None else environ
+    env = _env_tree(environ)
+    data: dict[str, Any] = {}
+    config_path = environ.get(ENV_PREFIX + "CONFIG")
+    if config_path is None:
+        data_dir = (overrides or {}).get("data_dir") or env.get("data_dir") or ".omnicast"
+        candidate = Path(data_dir) / "omnicast.toml"
+        config_path = str(candidate) if candidate.exists() else None
+    origin = "defaults and environment"
+    if config_path:
+        path = Path(config_path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}", field="OMNICAST_CONFIG") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        origin = f"{path} and environment"
+    data = _merge(_merge(data, env), overrides or {})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, origin)) from exc

@@ -1,0 +1,190 @@
+"""The plugin API: everything a plugin (built-in or third-party) imports from Omnicast.
+
+A plugin is a distribution with an entry point in the ``omnicast`` group that points at a
+module implementing some of the hooks in :mod:`chalicelib.hookspecs`::
+
+    # pyproject.toml
+    [project.entry-points.omnicast]
+    my_sms = "my_sms_plugin"
+
+    # my_sms_plugin.py
+    from chalicelib.plugin_api import Channel, OutboundMessage, SendResult, hookimpl
+
+    class MySms(Channel):
+        name = "my_sms"
+        channel = "sms"
+        def send(self, message: OutboundMessage) -> SendResult: ...
+
+    @hookimpl
+    def register_channels(register):
+        register(MySms)
+
+Plugins receive settings as pydantic models built by the core from configuration; they
+never read the environment. Secret settings are ``pydantic.SecretStr`` and never print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+from chalicelib.clock import Clock
+from chalicelib.ports import BlobStore
+
+PROJECT = "omnicast"
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = [
+    "Channel",
+    "ChannelContext",
+    "DeliveryFeedback",
+    "EventSource",
+    "Model",
+    "NoSettings",
+    "OutboundMessage",
+    "PluginSettings",
+    "SendResult",
+    "hookimpl",
+]
+
+
+class PluginSettings(BaseModel):
+    """Base for a plugin's settings: strict, unknown keys are an error naming the key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(PluginSettings):
+    """For plugins that take no settings."""
+
+
+# --------------------------------------------------------------------------- channels
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One rendered message, ready for a channel.
+
+    ``message_id`` is Omnicast's id for this send (stable across retries, so a provider
+    that supports idempotency keys can use it). ``to`` is the channel address (an email
+    address, an E.164 number, a device token, a chat id).
+    """
+
+    message_id: str
+    channel: str
+    to: str
+    subject: str | None = None
+    text: str = ""
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # journey, step, profile_id...
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a provider said about one message."""
+
+    ok: bool
+    provider_message_id: str | None = None
+    status: str = "sent"  # sent (handed over), delivered, failed
+    retryable: bool = False  # a failure worth retrying later (429, 5xx, timeouts)
+    error: str | None = None  # a short reason, never containing secrets
+    cost_estimate: float = 0.0  # in USD, from the provider's list price
+    retry_after_seconds: float | None = None
+
+    @classmethod
+    def failed(cls, error: str, *, retryable: bool, retry_after: float | None = None) -> SendResult:
+        return cls(
+            ok=False, status="failed", retryable=retryable, error=error,
+            retry_after_seconds=retry_after,
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryFeedback:
+    """Something a provider told us later: bounce, complaint, open, reply, STOP, dead token."""
+
+    kind: str  # delivered, bounced, complained, opened, clicked, replied, opted_out, token_gone
+    channel: str
+    address: str
+    at: datetime
+    provider_message_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What the core lends a channel: the clock and a blob store (for sandbox outboxes)."""
+
+    clock: Clock
+    blobs: BlobStore
+
+
+class Channel:
+    """Base class of every channel plugin.
+
+    Subclasses set the class-level metadata and implement :meth:`send`. Retries, rate
+    limits, consent and the send ledger live in the core: ``send`` makes one attempt and
+    reports what happened.
+    """
+
+    name: ClassVar[str]  # plugin name used in configuration, e.g. "smtp"
+    channel: ClassVar[str]  # the channel kind it serves: email, sms, push, messenger, ...
+    title: ClassVar[str] = ""
+    max_body_chars: ClassVar[int | None] = None
+    batch_size: ClassVar[int] = 1  # the provider API's largest batch
+    rate_per_second: ClassVar[float | None] = None  # the provider's documented throttle
+    required_packages: ClassVar[tuple[str, ...]] = ()
+    Settings: ClassVar[type[PluginSettings]] = NoSettings
+
+    def __init__(self, settings: PluginSettings, context: ChannelContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Make one attempt to hand ``message`` to the provider."""
+        raise NotImplementedError
+
+    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send up to ``batch_size`` messages; one result per message, in order.
+
+        The default sends one by one; providers with a batch API override it.
+        """
+        return [self.send(m) for m in messages]
+
+    def close(self) -> None:
+        """Release connections; called when the runtime shuts down."""
+
+    def __repr__(self) -> str:
+        # settings' SecretStr fields print as '**********'
+        return f"<{type(self).__name__} {self.name} ({self.channel}) {self.settings!r}>"
+
+
+# --------------------------------------------------------------------------- models
+class Model:
+    """Base class of a model plugin: glue around a scikit-learn compatible estimator.
+
+    Heavy imports (numpy, scikit-learn) belong inside methods, never at module level, so
+    the HTTP function starts without them.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # churn, clv, rfm, recommendations, send_time, bandit, ...
+    version: ClassVar[str] = "0"
+    Settings: ClassVar[type[PluginSettings]] = NoSettings
+
+    def __init__(self, settings: PluginSettings) -> None:
+        self.settings = settings
+
+
+# --------------------------------------------------------------------------- sources
+class EventSource:
+    """Base class of an event source plugin (a shop platform's webhooks)."""
+
+    name: ClassVar[str]  # "shopify", "woocommerce", ...
+    Settings: ClassVar[type[PluginSettings]] = NoSettings
+
+    def __init__(self, settings: PluginSettings) -> None:
+        self.settings = settings

@@ -1,0 +1,283 @@
+"""Ports: the storage and transport interfaces the core talks to.
+
+Two adapter sets implement them: ``chalicelib.adapters.local`` (SQLite in WAL mode, a
+durable SQLite queue, a blob folder) and ``chalicelib.adapters.aws`` (one DynamoDB
+table, SQS, S3, SSM Parameter Store). One contract suite (``tests/contract``) runs
+against both and must pass identically, so the behaviour described in each docstring
+here is the specification, not a hint.
+
+Conventions shared by every port:
+- Timestamps are timezone-aware UTC ``datetime``; adapters never read the wall clock,
+  they are handed the time by the caller (who got it from the injected Clock).
+- "Conditional" methods return ``False`` (never raise) when the condition loses, so that
+  two workers racing on the same key produce exactly one winner.
+- JSON-like values (``dict[str, Any]``) hold only str, int, float, bool, None, lists and
+  dicts; integers are kept exact (Shopify ids exceed 2**53).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+JSON = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class StoredEvent:
+    """One canonical event as kept in the event log."""
+
+    message_id: str  # the sender's id (Segment messageId or a platform delivery id)
+    type: str  # identify, track, page, screen, group, alias
+    profile_id: str | None  # the profile it landed on once processed
+    received_at: datetime
+    timestamp: datetime  # when it happened, by the sender's clock
+    event: str | None  # the track event name ("Order Completed"), None for identify etc.
+    source: str  # "segment", "shopify", ...
+    payload: JSON  # the canonical event body
+    processed: bool = False
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    def append(self, event: StoredEvent) -> bool:
+        """Store ``event`` unless one with the same ``(source, message_id)`` exists.
+
+        Returns True if it was new, False for a duplicate (the stored one is unchanged).
+        """
+        ...
+
+    def get(self, source: str, message_id: str) -> StoredEvent | None: ...
+
+    def mark_processed(self, source: str, message_id: str, profile_id: str) -> None:
+        """Record that the event was applied to ``profile_id``."""
+        ...
+
+    def for_profile(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+        """The profile's processed events, oldest first by ``timestamp``, at most ``limit``."""
+        ...
+
+    def count(self) -> int:
+        """How many events are stored (for reports and tests)."""
+        ...
+
+
+# --------------------------------------------------------------------------- profiles
+@dataclass
+class Profile:
+    profile_id: str
+    traits: JSON = field(default_factory=dict)
+    identifiers: dict[str, str] = field(default_factory=dict)  # kind -> value
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 0  # optimistic concurrency: bumped on every save
+
+
+@runtime_checkable
+class ProfileStore(Protocol):
+    def get(self, profile_id: str) -> Profile | None: ...
+
+    def save(self, profile: Profile, expected_version: int) -> bool:
+        """Write ``profile`` if the stored version equals ``expected_version`` (0 = new).
+
+        On success the stored version becomes ``expected_version + 1`` and
+        ``profile.version`` is updated to it. Returns False if the condition lost.
+        """
+        ...
+
+    def resolve(self, kind: str, value: str) -> str | None:
+        """The profile id an identifier (``kind`` e.g. "user_id", "email") points to."""
+        ...
+
+    def link(self, kind: str, value: str, profile_id: str) -> bool:
+        """Point an identifier at a profile if it points nowhere yet.
+
+        Returns True if it now points at ``profile_id`` (newly, or already did), False if
+        it already points at another profile.
+        """
+        ...
+
+    def count(self) -> int: ...
+
+
+# --------------------------------------------------------------------------- send ledger
+@dataclass
+class LedgerEntry:
+    """One intended message, keyed so that it can be sent at most once."""
+
+    key: str  # profile + journey + step + entity, built by the core
+    profile_id: str
+    journey: str
+    step: str
+    channel: str
+    status: str  # claimed, sent, failed, skipped, deferred
+    reason: str  # why it was sent or withheld, in words a marketer can read
+    created_at: datetime
+    updated_at: datetime
+    provider_message_id: str | None = None
+    detail: JSON = field(default_factory=dict)
+
+
+@runtime_checkable
+class SendLedger(Protocol):
+    def claim(self, entry: LedgerEntry) -> bool:
+        """Create the entry if no entry with ``entry.key`` exists. True if this call won."""
+        ...
+
+    def update(
+        self,
+        key: str,
+        *,
+        status: str,
+        reason: str,
+        at: datetime,
+        provider_message_id: str | None = None,
+        detail: JSON | None = None,
+    ) -> None:
+        """Record the outcome of a claimed entry (status, reason, provider id, detail)."""
+        ...
+
+    def transition(self, key: str, *, from_status: str, to_status: str, at: datetime) -> bool:
+        """Move an entry from ``from_status`` to ``to_status`` only if it is in ``from_status``.
+
+        The conditional step that lets a deferred or retried message be picked up by
+        exactly one worker. False if the entry is missing or in another status.
+        """
+        ...
+
+    def get(self, key: str) -> LedgerEntry | None: ...
+
+    def for_profile(self, profile_id: str) -> list[LedgerEntry]:
+        """Every entry of one profile, oldest first (the decision log)."""
+        ...
+
+    def all(self, limit: int = 1000) -> list[LedgerEntry]:
+        """Entries oldest first, at most ``limit`` (reports)."""
+        ...
+
+
+# --------------------------------------------------------------------------- journeys
+@dataclass
+class JourneyState:
+    """Where one profile is in one journey for one entity (cart, order, or "-")."""
+
+    profile_id: str
+    journey: str
+    entity: str
+    version: str  # the journey definition version the profile entered on
+    step: str
+    status: str  # active, waiting, completed, exited
+    entered_at: datetime
+    data: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timer:
+    timer_id: str
+    due_at: datetime
+    payload: JSON
+
+
+@runtime_checkable
+class JourneyStore(Protocol):
+    def enter(self, state: JourneyState) -> bool:
+        """Create the state unless ``(profile_id, journey, entity)`` exists. True if new."""
+        ...
+
+    def get(self, profile_id: str, journey: str, entity: str) -> JourneyState | None: ...
+
+    def put(self, state: JourneyState) -> None:
+        """Overwrite an existing state (step, status, data changes)."""
+        ...
+
+    def for_profile(self, profile_id: str) -> list[JourneyState]: ...
+
+    def schedule(self, timer: Timer) -> bool:
+        """Store a timer unless one with the same id exists. True if new."""
+        ...
+
+    def due(self, now: datetime, limit: int = 100) -> list[Timer]:
+        """Timers with ``due_at <= now``, earliest first, at most ``limit``."""
+        ...
+
+    def take(self, timer_id: str) -> bool:
+        """Delete a timer; True only for the one caller that removed it (fires once)."""
+        ...
+
+
+# --------------------------------------------------------------------------- queue
+@dataclass(frozen=True)
+class QueueMessage:
+    receipt: str  # opaque handle for ack
+    body: JSON
+    receive_count: int
+
+
+@runtime_checkable
+class Queue(Protocol):
+    def send(self, queue: str, body: JSON, *, delay_seconds: int = 0) -> None:
+        """Enqueue one message (durably) on the named queue."""
+        ...
+
+    def send_batch(self, queue: str, bodies: list[JSON]) -> None:
+        """Enqueue several messages, batched as the transport allows."""
+        ...
+
+    def receive(
+        self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30
+    ) -> list[QueueMessage]:
+        """Take up to ``max_messages`` visible messages; they reappear after
+        ``visibility_seconds`` unless acknowledged (at-least-once delivery)."""
+        ...
+
+    def ack(self, queue: str, receipt: str) -> None:
+        """Delete a received message for good."""
+        ...
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting or in flight (approximate on SQS)."""
+        ...
+
+
+# --------------------------------------------------------------------------- blobs
+@runtime_checkable
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- secrets
+@runtime_checkable
+class Secrets(Protocol):
+    def get(self, name: str) -> str | None: ...
+
+    def put(self, name: str, value: str) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def names(self, prefix: str) -> list[str]:
+        """Names under ``prefix``, sorted (values are never listed)."""
+        ...
+
+
+@dataclass
+class Stores:
+    """The full set of ports one runtime runs on."""
+
+    events: EventStore
+    profiles: ProfileStore
+    ledger: SendLedger
+    journeys: JourneyStore
+    queue: Queue
+    blobs: BlobStore
+    secrets: Secrets

@@ -1,0 +1,155 @@
+"""The runtime: settings + clock + one adapter set + plugins, wired into services.
+
+``app.py`` builds one lazily per process (so importing the app costs no I/O and moto can
+be started before any AWS client exists); the CLI and the tests build their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.config import Settings, load_settings
+from chalicelib.plugin_api import Channel, ChannelContext
+from chalicelib.plugin_host import PluginHost
+from chalicelib.ports import Stores
+from chalicelib.services.admin import AdminService
+from chalicelib.services.consent import ConsentService
+from chalicelib.services.credentials import Credentials
+from chalicelib.services.ingest import INGEST_QUEUE, EventProcessor, IngestService
+from chalicelib.services.journeys import SEND_QUEUE, JourneyEngine
+from chalicelib.services.send import SendService
+
+log = logging.getLogger("omnicast.runtime")
+QUEUES = (INGEST_QUEUE, SEND_QUEUE)
+
+
+def build_stores(settings: Settings) -> Stores:
+    if settings.runtime == "aws":
+        from chalicelib.adapters.aws import aws_stores
+
+        return aws_stores(settings.aws)
+    from chalicelib.adapters.local import local_stores
+
+    return local_stores(settings.data_dir)
+
+
+@dataclass
+class DrainReport:
+    ingested: int = 0
+    sends: int = 0
+    timers: int = 0
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stores: Stores | None = None,
+        clock: Clock | None = None,
+        host: PluginHost | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.stores = stores or build_stores(settings)
+        self.host = host or PluginHost(settings.plugins).load()
+        self.credentials = Credentials(self.stores.secrets, self.clock)
+        self._channels: dict[str, Channel] = {}
+        self._channel_lock = threading.Lock()
+        self.journeys = JourneyEngine(self.stores.journeys, self.stores.queue, self.clock)
+        self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
+        self.processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
+        self.consent = ConsentService(self.stores.profiles, self.credentials, self.clock)
+        self.admin = AdminService(self.stores)
+        self.sender = SendService(
+            settings=settings, clock=self.clock, profiles=self.stores.profiles, ledger=self.stores.ledger,
+            journeys=self.stores.journeys, host=self.host, credentials=self.credentials,
+            channel_factory=self.channel,
+        )
+
+    def channel(self, kind: str) -> Channel:
+        """The configured channel plugin instance for ``kind`` (created once)."""
+        with self._channel_lock:
+            if kind not in self._channels:
+                context = ChannelContext(clock=self.clock, blobs=self.stores.blobs)
+                self._channels[kind] = self.host.make_channel(kind, self.settings, context)
+            return self._channels[kind]
+
+    # ------------------------------------------------------------------ workers
+    def handle_message(self, queue: str, body: dict[str, Any]) -> Any:
+        if queue == INGEST_QUEUE:
+            return self.processor.handle(body)
+        if queue == SEND_QUEUE:
+            return self.sender.handle(body)
+        raise ValueError(f"unknown queue {queue!r}")
+
+    def work(self, queue: str, max_messages: int = 10) -> int:
+        """Receive and process one batch from ``queue``; acknowledged only on success."""
+        done = 0
+        for msg in self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60):
+            try:
+                self.handle_message(queue, msg.body)
+            except Exception:  # noqa: BLE001 - leave it on the queue; it comes back after the timeout
+                log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
+                continue
+            self.stores.queue.ack(queue, msg.receipt)
+            done += 1
+        return done
+
+    def tick(self, limit: int = 500) -> int:
+        """Fire due timers (each once): journey waits and deferred or retried sends."""
+        fired = 0
+        for timer in self.stores.journeys.due(self.clock.now(), limit=limit):
+            if not self.stores.journeys.take(timer.timer_id):
+                continue  # another worker fired it
+            kind = timer.payload.get("kind")
+            if kind == "journey_resume":
+                self.journeys.resume(timer.payload)
+            elif kind == "send":
+                self.sender.handle_timer(timer.payload)
+            else:
+                log.warning("timer %s has unknown kind %r", timer.timer_id, kind)
+            fired += 1
+        return fired
+
+    def drain(self, max_rounds: int = 10_000) -> DrainReport:
+        """Run queues and due timers until nothing is left (tests, CLI, the simulator)."""
+        report = DrainReport()
+        for _ in range(max_rounds):
+            a = self.work(INGEST_QUEUE, 10)
+            b = self.work(SEND_QUEUE, 10)
+            c = self.tick()
+            report.ingested += a
+            report.sends += b
+            report.timers += c
+            if not (a or b or c):
+                break
+        return report
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, built on first use from the environment."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(load_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install a runtime (the CLI's ``serve`` and the tests)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

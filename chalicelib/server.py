@@ -1,0 +1,88 @@
+"""The local stack: the HTTP API, queue workers and the timer scheduler in one process.
+
+``chalice local`` serves HTTP routes only; this runs the same Chalice app on Chalice's
+local server and adds what Lambda's SQS triggers and EventBridge schedule do on AWS,
+as threads over the same runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from chalice.config import Config
+from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+from chalicelib.runtime import QUEUES, Runtime, set_runtime
+
+log = logging.getLogger("omnicast.server")
+
+
+class QuietRequestHandler(ChaliceRequestHandler):
+    """Logs method, path and status only: query strings carry tokens and e-mail addresses."""
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        log.debug("%s %s %s", self.command, self.path.split("?", 1)[0], code)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("http: " + format, *args)
+
+
+class LocalStack:
+    def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 0.05):
+        self.runtime = runtime
+        self.host = host
+        self.poll_seconds = poll_seconds
+        set_runtime(runtime)
+        import app as app_module  # the same app object that Lambda runs
+
+        self.server = LocalDevServer(app_module.app, Config(), host, port, handler_cls=QuietRequestHandler)
+        self.port = self.server.server.server_address[1]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _worker(self, queue: str) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.runtime.work(queue, max_messages=10)
+            except Exception:  # noqa: BLE001 - keep the worker alive; the message is retried
+                log.exception("worker %s failed", queue)
+                done = 0
+            if not done:
+                self._stop.wait(self.poll_seconds)
+
+    def _scheduler(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.runtime.tick()
+            except Exception:  # noqa: BLE001
+                log.exception("scheduler tick failed")
+            self._stop.wait(max(self.poll_seconds, 0.2))
+
+    def start(self) -> LocalStack:
+        targets = [(self.server.serve_forever, "http")]
+        targets += [(lambda q=q: self._worker(q), f"worker-{q}") for q in QUEUES]
+        targets.append((self._scheduler, "scheduler"))
+        for target, name in targets:
+            t = threading.Thread(target=target, name=f"omnicast-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def idle(self) -> bool:
+        """True when every queue is empty (timers may still be pending)."""
+        return all(self.runtime.stores.queue.depth(q) == 0 for q in QUEUES)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.runtime.close()
+        set_runtime(None)

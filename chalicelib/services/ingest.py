@@ -1,0 +1,171 @@
+"""Ingestion: the HTTP side validates and enqueues; the worker side applies events.
+
+HTTP (fast, no profile work): authenticate → size check → parse → validate → enqueue.
+Worker (idempotent, so a redelivered queue message changes nothing): append to the
+event log (deduplicated on source + messageId) → resolve the profile → apply traits →
+mark processed → notify plugins → journeys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from typing import Any
+
+from chalicelib.clock import Clock, iso, parse_iso
+from chalicelib.errors import BadRequest, PayloadTooLarge
+from chalicelib.events import parse_call, parse_json, to_payload
+from chalicelib.plugin_host import PluginHost
+from chalicelib.ports import EventStore, Profile, ProfileStore, Queue, StoredEvent
+from chalicelib.services.credentials import Credentials
+from chalicelib.services.journeys import JourneyEngine
+
+log = logging.getLogger("omnicast.ingest")
+INGEST_QUEUE = "ingest"
+NAMESPACE = uuid.UUID("6f6d6e69-6361-7374-0000-000000000001")
+
+
+def write_key_from(headers: dict[str, str], body: Any) -> str | None:
+    """Segment's scheme: HTTP Basic with the write key as username (or writeKey in the body)."""
+    auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    if auth.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.split(":", 1)[0] or None
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    if isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+        return body["writeKey"]
+    return None
+
+
+def normalise_email(value: Any) -> str | None:
+    if not isinstance(value, str) or "@" not in value:
+        return None
+    return value.strip().lower()
+
+
+class IngestService:
+    """The HTTP side."""
+
+    def __init__(self, queue: Queue, credentials: Credentials, clock: Clock, max_body_bytes: int) -> None:
+        self.queue = queue
+        self.credentials = credentials
+        self.clock = clock
+        self.max_body_bytes = max_body_bytes
+
+    def accept(self, kind: str, raw: bytes | None, headers: dict[str, str]) -> int:
+        """Validate one Segment API call and enqueue its events. Returns how many."""
+        raw = raw or b""
+        if len(raw) > self.max_body_bytes:
+            raise PayloadTooLarge(f"body is {len(raw)} bytes; the limit is {self.max_body_bytes}", field="body")
+        if not raw.strip():
+            raise BadRequest("body is empty; send a JSON object", field="body")
+        body = parse_json(raw)
+        key_info = self.credentials.check_write_key(write_key_from(headers, body))
+        received_at = self.clock.now()
+        calls = parse_call(kind, body, received_at)
+        messages = [
+            {"source": "segment", "write_key": key_info.name, "received_at": iso(received_at),
+             "event": to_payload(c)}
+            for c in calls
+        ]
+        self.queue.send_batch(INGEST_QUEUE, messages)
+        return len(messages)
+
+
+class EventProcessor:
+    """The worker side."""
+
+    def __init__(
+        self,
+        events: EventStore,
+        profiles: ProfileStore,
+        host: PluginHost,
+        journeys: JourneyEngine,
+        clock: Clock,
+    ) -> None:
+        self.events = events
+        self.profiles = profiles
+        self.host = host
+        self.journeys = journeys
+        self.clock = clock
+
+    def handle(self, message: dict[str, Any]) -> bool:
+        """Apply one queued event. Returns False if it was a duplicate already applied."""
+        payload = message["event"]
+        source = message["source"]
+        stored = StoredEvent(
+            message_id=payload["messageId"], type=payload["type"], profile_id=None,
+            received_at=parse_iso(message["received_at"]), timestamp=parse_iso(payload["timestamp"]),
+            event=payload.get("event"), source=source, payload=payload,
+        )
+        if not self.events.append(stored):
+            existing = self.events.get(source, stored.message_id)
+            if existing is not None and existing.processed:
+                return False
+            # stored but not applied: the previous worker died mid-way; finish its work
+        profile = self._apply(stored)
+        self.events.mark_processed(source, stored.message_id, profile.profile_id)
+        self.host.event_received(stored, profile)
+        self.journeys.on_event(stored, profile)
+        return True
+
+    # ------------------------------------------------------------------ identity
+    def _identifiers(self, payload: dict[str, Any]) -> list[tuple[str, str]]:
+        ids: list[tuple[str, str]] = []
+        if payload.get("userId"):
+            ids.append(("user_id", str(payload["userId"])))
+        traits = payload.get("traits") or (payload.get("context") or {}).get("traits") or {}
+        email = normalise_email(traits.get("email"))
+        if email:
+            ids.append(("email", email))
+        if payload.get("anonymousId"):
+            ids.append(("anonymous_id", str(payload["anonymousId"])))
+        if payload.get("type") == "alias" and payload.get("previousId"):
+            ids.append(("user_id" if payload.get("userId") else "anonymous_id", str(payload["previousId"])))
+        return ids
+
+    def _apply(self, event: StoredEvent) -> Profile:
+        ids = self._identifiers(event.payload)
+        profile_id = next((pid for kind, value in ids if (pid := self.profiles.resolve(kind, value))), None)
+        if profile_id is None:
+            # deterministic, so a redelivered first event creates the same profile
+            kind, value = ids[0]
+            profile_id = "p_" + uuid.uuid5(NAMESPACE, f"{kind}:{value}").hex[:20]
+        for kind, value in ids:
+            if not self.profiles.link(kind, value, profile_id):
+                log.info("identifier %s already belongs to another profile; not merged", kind)
+        for _ in range(10):  # optimistic concurrency: re-read and retry on a lost race
+            profile = self.profiles.get(profile_id) or Profile(profile_id=profile_id, created_at=event.timestamp)
+            expected = profile.version
+            self._merge(profile, event, ids)
+            if self.profiles.save(profile, expected):
+                return profile
+        raise RuntimeError(f"profile {profile_id} kept changing under us")
+
+    def _merge(self, profile: Profile, event: StoredEvent, ids: list[tuple[str, str]]) -> None:
+        payload = event.payload
+        if event.type in ("identify",):
+            for name, value in (payload.get("traits") or {}).items():
+                profile.traits[name] = normalise_email(value) if name == "email" else value
+        tz = (payload.get("context") or {}).get("timezone")
+        if isinstance(tz, str) and tz and "timezone" not in profile.traits:
+            profile.traits["timezone"] = tz
+        for kind, value in ids:
+            profile.identifiers.setdefault(kind, value)
+        if event.type == "track" and event.event == "Order Completed":
+            props = payload.get("properties") or {}
+            profile.traits["orders_count"] = int(profile.traits.get("orders_count", 0)) + 1
+            total = props.get("total", props.get("revenue", 0))
+            if isinstance(total, int | float):
+                profile.traits["total_spent"] = round(float(profile.traits.get("total_spent", 0)) + total, 2)
+            profile.traits["last_order_at"] = iso(event.timestamp)
+        last = profile.traits.get("last_seen_at")
+        if last is None or iso(event.timestamp) > last:
+            profile.traits["last_seen_at"] = iso(event.timestamp)
+        profile.updated_at = self.clock.now()
