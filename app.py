@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalice import Chalice, Rate, Response
+from chalice.app import Request
 
 from chalicelib.errors import NotFound, OmnicastError
 from chalicelib.runtime import get_runtime
@@ -35,12 +36,28 @@ def answers_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route call
+    return request
+
+
 def _headers() -> dict[str, str]:
-    return dict(app.current_request.headers.items())
+    return dict(_request().headers.items())
+
+
+def _query(name: str, default: str) -> str:
+    params: dict[str, str] = dict(_request().query_params or {})
+    return params.get(name, default)
+
+
+def _body() -> bytes:
+    raw = _request().raw_body
+    return raw if isinstance(raw, bytes) else raw.encode()
 
 
 def _admin() -> None:
-    headers = app.current_request.headers
+    headers = _request().headers
     auth = headers.get("authorization", "")
     key = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key")
     get_runtime().credentials.check_admin_key(key)
@@ -56,7 +73,7 @@ def health() -> dict[str, str]:
 def segment_call(call: str) -> dict[str, Any]:
     if call not in SEGMENT_CALLS:
         raise NotFound(f"unknown call /v1/{call}; use one of {', '.join(SEGMENT_CALLS)}", field="path")
-    accepted = get_runtime().ingest.accept(call, app.current_request.raw_body, _headers())
+    accepted = get_runtime().ingest.accept(call, _body(), _headers())
     return {"success": True, "accepted": accepted}
 
 
@@ -67,9 +84,9 @@ def segment_call(call: str) -> dict[str, Any]:
 )
 @answers_errors
 def unsubscribe() -> Any:
-    token = (app.current_request.query_params or {}).get("token", "")
+    token = _query("token", "")
     result = get_runtime().consent.unsubscribe(token)
-    if app.current_request.method == "POST":  # RFC 8058 one-click: the mail client posts
+    if _request().method == "POST":  # RFC 8058 one-click: the mail client posts
         return {"unsubscribed": True, "channel": result}
     return Response(
         body=f"<!doctype html><title>Unsubscribed</title><p>You will get no more {result} marketing from us.</p>",
@@ -102,7 +119,7 @@ def admin_decisions(profile_id: str) -> dict[str, Any]:
 @answers_errors
 def admin_ledger() -> dict[str, Any]:
     _admin()
-    limit = (app.current_request.query_params or {}).get("limit", "100")
+    limit = _query("limit", "100")
     return {"entries": get_runtime().admin.ledger(limit)}
 
 

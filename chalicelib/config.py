@@ -61,7 +61,7 @@ class Settings(Strict):
     models: dict[str, str] = Field(default_factory=dict)
     plugin_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     aws: AwsSettings = Field(default_factory=AwsSettings)
-    send_policy: SendPolicySettings = Field(default_factory=SendPolicySettings)
+    send_policy: SendPolicySettings = Field(default_factory=lambda: SendPolicySettings())
     public_url: str = "http://127.0.0.1:8000"
 
 

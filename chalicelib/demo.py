@@ -47,7 +47,7 @@ class Mailbox:
         folder.mkdir(parents=True, exist_ok=True)
         self.count = 0
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.count += 1
         (self.folder / f"{self.count:04d}.eml").write_bytes(envelope.content)
         return "250 Message accepted for delivery"
@@ -56,7 +56,9 @@ class Mailbox:
 def post(url: str, key: str, path: str, body: dict[str, Any]) -> int:
     auth = base64.b64encode(f"{key}:".encode()).decode()
     req = urllib.request.Request(  # noqa: S310 - loopback URL we built
-        url + path, data=json.dumps(body).encode(), method="POST",
+        url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
@@ -75,20 +77,54 @@ def shop_traffic(customers: int, seed: int, start: datetime) -> list[tuple[str, 
         when = start + timedelta(minutes=rng.randint(0, 600))
         ctx = {"timezone": tz, "library": {"name": "omnicast-demo", "version": "1"}}
         sku, title, price = rng.choice(PRODUCTS)
-        calls.append(("track", {"anonymousId": anon, "event": "Product Viewed", "messageId": f"pv-{i}",
-                                "timestamp": iso(when), "context": ctx,
-                                "properties": {"product_id": sku, "name": title, "price": price}}))
+        calls.append(
+            (
+                "track",
+                {
+                    "anonymousId": anon,
+                    "event": "Product Viewed",
+                    "messageId": f"pv-{i}",
+                    "timestamp": iso(when),
+                    "context": ctx,
+                    "properties": {"product_id": sku, "name": title, "price": price},
+                },
+            )
+        )
         traits: dict[str, Any] = {"first_name": name, "timezone": tz}
         if rng.random() < 0.9:  # a few sign up with a phone only
             traits["email"] = f"{name.lower()}.{i}@example.com"
-        calls.append(("identify", {"userId": user, "anonymousId": anon, "messageId": f"id-{i}",
-                                   "timestamp": iso(when + timedelta(minutes=2)), "traits": traits, "context": ctx}))
+        calls.append(
+            (
+                "identify",
+                {
+                    "userId": user,
+                    "anonymousId": anon,
+                    "messageId": f"id-{i}",
+                    "timestamp": iso(when + timedelta(minutes=2)),
+                    "traits": traits,
+                    "context": ctx,
+                },
+            )
+        )
         if rng.random() < 0.4:
-            calls.append(("track", {"userId": user, "event": "Order Completed", "messageId": f"oc-{i}",
-                                    "timestamp": iso(when + timedelta(minutes=9)), "context": ctx,
-                                    "properties": {"order_id": f"o-{i}", "total": price, "currency": "EUR",
-                                                   "products": [{"product_id": sku, "price": price,
-                                                                 "quantity": 1}]}}))
+            calls.append(
+                (
+                    "track",
+                    {
+                        "userId": user,
+                        "event": "Order Completed",
+                        "messageId": f"oc-{i}",
+                        "timestamp": iso(when + timedelta(minutes=9)),
+                        "context": ctx,
+                        "properties": {
+                            "order_id": f"o-{i}",
+                            "total": price,
+                            "currency": "EUR",
+                            "products": [{"product_id": sku, "price": price, "quantity": 1}],
+                        },
+                    },
+                )
+            )
     calls.append(("identify", dict(calls[1][1])))  # a storefront retry: same messageId, one event
     return calls
 
@@ -112,12 +148,14 @@ def run_demo(data_dir: Path, customers: int = 40, seed: int = 7) -> int:
     smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
     port = free_port()
-    settings = load_settings(overrides={
-        "data_dir": str(data_dir),
-        "public_url": f"http://127.0.0.1:{port}",
-        "channels": {"email": "smtp"},
-        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port}},
-    })
+    settings = load_settings(
+        overrides={
+            "data_dir": str(data_dir),
+            "public_url": f"http://127.0.0.1:{port}",
+            "channels": {"email": "smtp"},
+            "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port}},
+        }
+    )
     clock = ManualClock(datetime(2026, 11, 2, 6, 0, tzinfo=UTC))
     runtime = Runtime(settings, clock=clock)
     stack = LocalStack(runtime, port=port).start()

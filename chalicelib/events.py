@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -165,8 +166,20 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"body is not valid JSON: {exc}", field="body") from exc
 
 
-def parse_call(kind: str, body: Any, received_at: datetime) -> list[SegmentCall]:
-    """Validate one ``/v1/<kind>`` body into canonical events (several for ``batch``)."""
+@dataclass
+class Parsed:
+    """Valid events, and for a batch the items that were rejected (index, error)."""
+
+    calls: list[SegmentCall]
+    rejected: list[BadRequest]
+
+
+def parse_call(kind: str, body: Any, received_at: datetime) -> Parsed:
+    """Validate one ``/v1/<kind>`` body into canonical events (several for ``batch``).
+
+    A single call that is invalid raises BadRequest. In a batch, the valid items are kept
+    and each invalid one is reported, so one bad item never loses the others.
+    """
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object", field="body")
     if kind in ("batch", "import"):
@@ -174,23 +187,27 @@ def parse_call(kind: str, body: Any, received_at: datetime) -> list[SegmentCall]
             batch = Batch.model_validate(body)
         except ValidationError as exc:
             raise _describe(exc) from exc
-        calls = []
+        calls, rejected = [], []
         for i, item in enumerate(batch.batch):
             if not isinstance(item, dict):
-                raise BadRequest(f"batch.{i} must be an object", field=f"batch.{i}")
+                rejected.append(BadRequest(f"batch.{i} must be an object", field=f"batch.{i}"))
+                continue
             merged = {**item}
             if batch.sentAt and "sentAt" not in merged:
                 merged["sentAt"] = batch.sentAt
             if batch.context and "context" not in merged:
                 merged["context"] = batch.context
-            calls.append(_one(merged, received_at, prefix=f"batch.{i}"))
-        return calls
+            try:
+                calls.append(_one(merged, received_at, prefix=f"batch.{i}"))
+            except BadRequest as exc:
+                rejected.append(exc)
+        return Parsed(calls, rejected)
     if kind not in EVENT_TYPES:
         raise BadRequest(f"unknown call {kind!r}", field="path")
     body = dict(body)
     if body.setdefault("type", kind) != kind:
         raise BadRequest(f"type {body['type']!r} does not match /v1/{kind}", field="type")
-    return [_one(body, received_at)]
+    return Parsed([_one(body, received_at)], [])
 
 
 def _one(body: dict[str, Any], received_at: datetime, prefix: str = "") -> SegmentCall:

@@ -97,7 +97,10 @@ class SendResult:
     @classmethod
     def failed(cls, error: str, *, retryable: bool, retry_after: float | None = None) -> SendResult:
         return cls(
-            ok=False, status="failed", retryable=retryable, error=error,
+            ok=False,
+            status="failed",
+            retryable=retryable,
+            error=error,
             retry_after_seconds=retry_after,
         )
 

@@ -225,9 +225,7 @@ class Queue(Protocol):
         """Enqueue several messages, batched as the transport allows."""
         ...
 
-    def receive(
-        self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30
-    ) -> list[QueueMessage]:
+    def receive(self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30) -> list[QueueMessage]:
         """Take up to ``max_messages`` visible messages; they reappear after
         ``visibility_seconds`` unless acknowledged (at-least-once delivery)."""
         ...
@@ -244,8 +242,7 @@ class Queue(Protocol):
 # --------------------------------------------------------------------------- blobs
 @runtime_checkable
 class BlobStore(Protocol):
-    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
-        ...
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None: ...
 
     def get(self, key: str) -> bytes | None: ...
 

@@ -66,8 +66,13 @@ class Runtime:
         self.consent = ConsentService(self.stores.profiles, self.credentials, self.clock)
         self.admin = AdminService(self.stores)
         self.sender = SendService(
-            settings=settings, clock=self.clock, profiles=self.stores.profiles, ledger=self.stores.ledger,
-            journeys=self.stores.journeys, host=self.host, credentials=self.credentials,
+            settings=settings,
+            clock=self.clock,
+            profiles=self.stores.profiles,
+            ledger=self.stores.ledger,
+            journeys=self.stores.journeys,
+            host=self.host,
+            credentials=self.credentials,
             channel_factory=self.channel,
         )
 
@@ -93,7 +98,7 @@ class Runtime:
         for msg in self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60):
             try:
                 self.handle_message(queue, msg.body)
-            except Exception:  # noqa: BLE001 - leave it on the queue; it comes back after the timeout
+            except Exception:
                 log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
                 continue
             self.stores.queue.ack(queue, msg.receipt)

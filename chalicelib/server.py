@@ -25,7 +25,7 @@ class QuietRequestHandler(ChaliceRequestHandler):
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         log.debug("%s %s %s", self.command, self.path.split("?", 1)[0], code)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
 
@@ -50,7 +50,7 @@ class LocalStack:
         while not self._stop.is_set():
             try:
                 done = self.runtime.work(queue, max_messages=10)
-            except Exception:  # noqa: BLE001 - keep the worker alive; the message is retried
+            except Exception:
                 log.exception("worker %s failed", queue)
                 done = 0
             if not done:
@@ -60,16 +60,17 @@ class LocalStack:
         while not self._stop.is_set():
             try:
                 self.runtime.tick()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("scheduler tick failed")
             self._stop.wait(max(self.poll_seconds, 0.2))
 
     def start(self) -> LocalStack:
-        targets = [(self.server.serve_forever, "http")]
-        targets += [(lambda q=q: self._worker(q), f"worker-{q}") for q in QUEUES]
-        targets.append((self._scheduler, "scheduler"))
-        for target, name in targets:
-            t = threading.Thread(target=target, name=f"omnicast-{name}", daemon=True)
+        threads = [threading.Thread(target=self.server.serve_forever, name="omnicast-http", daemon=True)]
+        threads += [
+            threading.Thread(target=self._worker, args=(q,), name=f"omnicast-worker-{q}", daemon=True) for q in QUEUES
+        ]
+        threads.append(threading.Thread(target=self._scheduler, name="omnicast-scheduler", daemon=True))
+        for t in threads:
             t.start()
             self._threads.append(t)
         return self

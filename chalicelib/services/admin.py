@@ -32,8 +32,14 @@ class AdminService:
             "created_at": iso(profile.created_at) if profile.created_at else None,
             "updated_at": iso(profile.updated_at) if profile.updated_at else None,
             "journeys": [
-                {"journey": s.journey, "entity": s.entity, "version": s.version, "step": s.step,
-                 "status": s.status, "entered_at": iso(s.entered_at)}
+                {
+                    "journey": s.journey,
+                    "entity": s.entity,
+                    "version": s.version,
+                    "step": s.step,
+                    "status": s.status,
+                    "entered_at": iso(s.entered_at),
+                }
                 for s in self.stores.journeys.for_profile(profile_id)
             ],
         }

@@ -68,13 +68,22 @@ class IngestService:
         body = parse_json(raw)
         key_info = self.credentials.check_write_key(write_key_from(headers, body))
         received_at = self.clock.now()
-        calls = parse_call(kind, body, received_at)
+        parsed = parse_call(kind, body, received_at)
         messages = [
-            {"source": "segment", "write_key": key_info.name, "received_at": iso(received_at),
-             "event": to_payload(c)}
-            for c in calls
+            {"source": "segment", "write_key": key_info.name, "received_at": iso(received_at), "event": to_payload(c)}
+            for c in parsed.calls
         ]
-        self.queue.send_batch(INGEST_QUEUE, messages)
+        if messages:
+            self.queue.send_batch(INGEST_QUEUE, messages)
+        if parsed.rejected:
+            # the valid items are queued already; name every rejected one
+            first = parsed.rejected[0]
+            details = "; ".join(e.message for e in parsed.rejected[:10])
+            raise BadRequest(
+                f"{len(parsed.rejected)} of {len(messages) + len(parsed.rejected)} batch items rejected "
+                f"({len(messages)} accepted): {details}",
+                field=first.field,
+            )
         return len(messages)
 
 
@@ -100,9 +109,14 @@ class EventProcessor:
         payload = message["event"]
         source = message["source"]
         stored = StoredEvent(
-            message_id=payload["messageId"], type=payload["type"], profile_id=None,
-            received_at=parse_iso(message["received_at"]), timestamp=parse_iso(payload["timestamp"]),
-            event=payload.get("event"), source=source, payload=payload,
+            message_id=payload["messageId"],
+            type=payload["type"],
+            profile_id=None,
+            received_at=parse_iso(message["received_at"]),
+            timestamp=parse_iso(payload["timestamp"]),
+            event=payload.get("event"),
+            source=source,
+            payload=payload,
         )
         if not self.events.append(stored):
             existing = self.events.get(source, stored.message_id)

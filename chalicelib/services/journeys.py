@@ -103,9 +103,14 @@ class JourneyEngine:
                     continue
                 entity = str(value)
             state = JourneyState(
-                profile_id=profile.profile_id, journey=journey.name, entity=entity,
-                version=journey.version, step=journey.steps[0].id, status="active",
-                entered_at=self.clock.now(), data={"trigger_message_id": event.message_id},
+                profile_id=profile.profile_id,
+                journey=journey.name,
+                entity=entity,
+                version=journey.version,
+                step=journey.steps[0].id,
+                status="active",
+                entered_at=self.clock.now(),
+                data={"trigger_message_id": event.message_id},
             )
             if self.store.enter(state):
                 entered.append(journey.name)
@@ -126,9 +131,14 @@ class JourneyEngine:
                 self.queue.send(
                     SEND_QUEUE,
                     {
-                        "profile_id": state.profile_id, "journey": journey.name,
-                        "version": state.version, "step": step.id, "entity": state.entity,
-                        "channel": step.channel, "template": step.template, "purpose": step.purpose,
+                        "profile_id": state.profile_id,
+                        "journey": journey.name,
+                        "version": state.version,
+                        "step": step.id,
+                        "entity": state.entity,
+                        "channel": step.channel,
+                        "template": step.template,
+                        "purpose": step.purpose,
                     },
                 )
                 index += 1
@@ -141,8 +151,11 @@ class JourneyEngine:
                     timer_id=f"resume|{state.profile_id}|{journey.name}|{state.entity}|{step.id}",
                     due_at=due,
                     payload={
-                        "kind": "journey_resume", "profile_id": state.profile_id,
-                        "journey": journey.name, "entity": state.entity, "after": step.id,
+                        "kind": "journey_resume",
+                        "profile_id": state.profile_id,
+                        "journey": journey.name,
+                        "entity": state.entity,
+                        "after": step.id,
                     },
                 )
             )

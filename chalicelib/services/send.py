@@ -86,12 +86,21 @@ class SendService:
         channel = task["channel"]
         problem = "profile not found" if profile is None else consent_problem(profile, channel, task["purpose"])
         entry = LedgerEntry(
-            key=key, profile_id=task["profile_id"], journey=task["journey"], step=task["step"],
-            channel=channel, status="skipped" if problem else "sending",
+            key=key,
+            profile_id=task["profile_id"],
+            journey=task["journey"],
+            step=task["step"],
+            channel=channel,
+            status="skipped" if problem else "sending",
             reason=f"skipped: {problem}" if problem else "passed consent",
-            created_at=now, updated_at=now,
-            detail={"template": task["template"], "purpose": task["purpose"], "version": task["version"],
-                    "entity": task["entity"]},
+            created_at=now,
+            updated_at=now,
+            detail={
+                "template": task["template"],
+                "purpose": task["purpose"],
+                "version": task["version"],
+                "entity": task["entity"],
+            },
         )
         if not self.ledger.claim(entry):
             log.info("duplicate send task %s ignored: already in the ledger", message_id(key))
@@ -104,7 +113,8 @@ class SendService:
         """A deferred or retried send is due: take it over (once) and deliver."""
         task = payload["task"]
         key = ledger_key(task)
-        if not self.ledger.transition(key, from_status=payload["from_status"], to_status="sending", at=self.clock.now()):
+        now = self.clock.now()
+        if not self.ledger.transition(key, from_status=payload["from_status"], to_status="sending", at=now):
             return "duplicate"
         profile = self.profiles.get(task["profile_id"])
         problem = "profile not found" if profile is None else consent_problem(profile, task["channel"], task["purpose"])
@@ -138,11 +148,20 @@ class SendService:
             quiet = self._quiet_until(profile, now)
             if quiet:
                 due, label = quiet
-                self.ledger.update(key, status="deferred", reason=f"deferred: quiet hours until {label}", at=now,
-                                   detail={"deferred_until": due.isoformat()})
-                self.journeys.schedule(Timer(f"send|{key}|quiet|{attempt}", due,
-                                             {"kind": "send", "task": task, "from_status": "deferred",
-                                              "attempt": attempt}))
+                self.ledger.update(
+                    key,
+                    status="deferred",
+                    reason=f"deferred: quiet hours until {label}",
+                    at=now,
+                    detail={"deferred_until": due.isoformat()},
+                )
+                self.journeys.schedule(
+                    Timer(
+                        f"send|{key}|quiet|{attempt}",
+                        due,
+                        {"kind": "send", "task": task, "from_status": "deferred", "attempt": attempt},
+                    )
+                )
                 return "deferred"
         channel: Channel = self.channel_for(task["channel"])
         mid = message_id(key)
@@ -165,15 +184,19 @@ class SendService:
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             }
         message = OutboundMessage(
-            message_id=mid, channel=task["channel"],
+            message_id=mid,
+            channel=task["channel"],
             to=str(profile.traits[ADDRESS_TRAIT.get(task["channel"], task["channel"])]),
-            subject=subject, text=text, html=html, headers=headers,
+            subject=subject,
+            text=text,
+            html=html,
+            headers=headers,
             metadata={"journey": task["journey"], "step": task["step"], "profile_id": profile.profile_id},
         )
         self.host.before_send(message)
         try:
             result = channel.send(message)
-        except Exception as exc:  # noqa: BLE001 - a plugin bug becomes a retryable failure, not a crash
+        except Exception as exc:
             log.exception("channel %s raised", channel.name)
             result = SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)
         self.host.after_send(message, result)
@@ -181,16 +204,21 @@ class SendService:
         detail = {"attempt": attempt, "plugin": channel.name, "cost": result.cost_estimate, "message_id": mid}
         if result.ok:
             reason = f"sent: {task['journey']} step {task['step']} via {channel.name}"
-            self.ledger.update(key, status="sent", reason=reason, at=now,
-                               provider_message_id=result.provider_message_id, detail=detail)
+            self.ledger.update(
+                key, status="sent", reason=reason, at=now, provider_message_id=result.provider_message_id, detail=detail
+            )
             return "sent"
         if result.retryable and attempt < MAX_ATTEMPTS:
             delay = result.retry_after_seconds or 60 * 2 ** (attempt - 1)
             due = now + timedelta(seconds=delay)
             self.ledger.update(key, status="retry_wait", reason=f"retrying: {result.error}", at=now, detail=detail)
-            self.journeys.schedule(Timer(f"send|{key}|retry|{attempt + 1}", due,
-                                         {"kind": "send", "task": task, "from_status": "retry_wait",
-                                          "attempt": attempt + 1}))
+            self.journeys.schedule(
+                Timer(
+                    f"send|{key}|retry|{attempt + 1}",
+                    due,
+                    {"kind": "send", "task": task, "from_status": "retry_wait", "attempt": attempt + 1},
+                )
+            )
             return "retry_wait"
         self.ledger.update(key, status="failed", reason=f"failed: {result.error}", at=now, detail=detail)
         return "failed"

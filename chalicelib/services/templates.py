@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from liquid import DictLoader, Environment, StrictUndefined
+from liquid import DictLoader, Environment, StrictDefaultUndefined
 from liquid.exceptions import LiquidError
 
 from chalicelib.errors import BadRequest
@@ -37,8 +37,8 @@ BUILT_IN: dict[str, Template] = {
         html=(
             "<p>Hi {{ profile.first_name | default: 'there' | escape }},</p>"
             "<p>Thanks for joining <b>{{ shop.name | escape }}</b>. Here is 10% off your first order: "
-            "<b>WELCOME10</b></p><p><a href=\"{{ shop.url }}\">Shop now</a></p>"
-            "<p style=\"font-size:small\"><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>"
+            '<b>WELCOME10</b></p><p><a href="{{ shop.url }}">Shop now</a></p>'
+            '<p style="font-size:small"><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
         ),
     ),
     "welcome_tips": Template(
@@ -50,8 +50,8 @@ BUILT_IN: dict[str, Template] = {
         ),
         html=(
             "<p>Our regulars swear by free returns, next-day delivery and early access to sales.</p>"
-            "<p><a href=\"{{ shop.url }}\">Browse</a></p>"
-            "<p style=\"font-size:small\"><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>"
+            '<p><a href="{{ shop.url }}">Browse</a></p>'
+            '<p style="font-size:small"><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
         ),
     ),
 }
@@ -60,7 +60,7 @@ BUILT_IN: dict[str, Template] = {
 class TemplateRenderer:
     def __init__(self, templates: dict[str, Template] | None = None, partials: dict[str, str] | None = None) -> None:
         self.templates = dict(BUILT_IN if templates is None else templates)
-        self.env = Environment(loader=DictLoader(partials or {}), undefined=StrictUndefined)
+        self.env = Environment(loader=DictLoader(partials or {}), undefined=StrictDefaultUndefined)
 
     def validate(self, template: Template) -> None:
         for part in ("subject", "text", "html"):
