@@ -25,6 +25,9 @@ never read the environment. Secret settings are ``pydantic.SecretStr`` and never
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -39,8 +42,10 @@ PROJECT = "omnicast"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 __all__ = [
+    "CatalogItem",
     "Channel",
     "ChannelContext",
+    "Delivery",
     "DeliveryFeedback",
     "EventSource",
     "Model",
@@ -48,7 +53,13 @@ __all__ = [
     "OutboundMessage",
     "PluginSettings",
     "SendResult",
+    "SignatureError",
+    "SourceOutput",
+    "WebhookRequest",
+    "hmac_sha256",
     "hookimpl",
+    "matches_any",
+    "standard_webhooks_signature",
 ]
 
 
@@ -183,11 +194,127 @@ class Model:
 
 
 # --------------------------------------------------------------------------- sources
+class SignatureError(Exception):
+    """A webhook failed verification; ``reason`` is safe to return to the caller (401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """One inbound webhook exactly as received: the raw bytes are what was signed."""
+
+    source: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    received_at: datetime
+    query: dict[str, str] = field(default_factory=dict)
+
+    def header(self, *names: str) -> str | None:
+        """The first header present among ``names`` (case-insensitive)."""
+        for name in names:
+            value = self.headers.get(name.lower())
+            if value is not None:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a verified webhook is, read from headers and a cheap look at the body.
+
+    ``delivery_id`` deduplicates retries of the same delivery; ``event_id`` (when the
+    platform has one shared by all deliveries of one action) deduplicates the action.
+    ``ping`` marks a set-up request that must be answered 200 and otherwise ignored.
+    """
+
+    delivery_id: str
+    topic: str
+    event_id: str | None = None
+    ping: bool = False
+
+
+@dataclass
+class SourceOutput:
+    """What one webhook means, in canonical terms.
+
+    ``events``: Segment-shaped dicts (``type`` identify/track, ``messageId``, ``userId``
+    and/or ``anonymousId``, ``timestamp`` ISO 8601 with zone, ``traits`` or ``event`` +
+    ``properties``, ``context``). Identifiers beyond the user id go in
+    ``context.externalIds`` as ``{"id", "type", "collection": "users"}`` with types such
+    as ``shopify_customer_id``, ``email``, ``phone``. Ids stay exact (strings or ints,
+    never floats). ``catalog``: product changes as :class:`CatalogItem`.
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    catalog: list[CatalogItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One product variant as the shop's catalog now has it (None = not in this payload)."""
+
+    product_id: str
+    variant_id: str | None = None
+    title: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    stock: int | None = None
+    categories: tuple[str, ...] | None = None
+    url: str | None = None
+    image_url: str | None = None
+    status: str | None = None  # active, draft, archived
+
+
 class EventSource:
-    """Base class of an event source plugin (a shop platform's webhooks)."""
+    """Base class of an event source plugin (a shop platform's webhooks).
+
+    The core calls, in order: :meth:`verify` (before anything parses the body), then
+    :meth:`delivery` (dedupe and pings, still on the HTTP path), then later, in a
+    worker, :meth:`to_output`. ``secrets`` are the source's active signing secrets,
+    newest first (several during rotation).
+    """
 
     name: ClassVar[str]  # "shopify", "woocommerce", ...
+    title: ClassVar[str] = ""
     Settings: ClassVar[type[PluginSettings]] = NoSettings
+    replay_tolerance_seconds: ClassVar[int | None] = None  # for schemes with a timestamp
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
+
+    def verify(self, request: WebhookRequest, secrets: list[str]) -> None:
+        """Raise :class:`SignatureError` unless ``request`` is signed by one of ``secrets``."""
+        raise NotImplementedError
+
+    def delivery(self, request: WebhookRequest) -> Delivery:
+        """Identify a verified delivery (raise ValueError naming the missing header/field)."""
+        raise NotImplementedError
+
+    def to_output(self, request: WebhookRequest) -> SourceOutput:
+        """Map a verified delivery to canonical events and catalog changes (in a worker)."""
+        raise NotImplementedError
+
+
+def hmac_sha256(secret: str | bytes, message: bytes) -> bytes:
+    """HMAC-SHA256, the primitive every shop platform signs with."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def matches_any(expected: list[bytes], given: list[bytes]) -> bool:
+    """Constant-time: does any given signature equal any expected one?"""
+    found = False
+    for e in expected:
+        for g in given:
+            found |= hmac.compare_digest(e, g)
+    return found
+
+
+def standard_webhooks_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64>`` per the Standard Webhooks spec (a ``whsec_`` secret is base64 after the prefix)."""
+    key: bytes = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+    mac = hmac_sha256(key, f"{msg_id}.{timestamp}.".encode() + body)
+    return "v1," + base64.b64encode(mac).decode()

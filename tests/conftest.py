@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,11 +38,19 @@ class SmtpCatcher:
 
     messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
     port: int = 0
+    arrived: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         msg = message_from_bytes(envelope.content, policy=policy.default)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+        with self.arrived:
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+            self.arrived.notify_all()
         return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> bool:
+        """Block until ``count`` messages arrived (for servers running in another process)."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout=timeout)
 
 
 @pytest.fixture
