@@ -78,6 +78,17 @@ def segment_call(call: str) -> dict[str, Any]:
 
 
 @app.route(
+    "/webhooks/{source}",
+    methods=["POST"],
+    content_types=["application/json", "application/x-www-form-urlencoded", "text/plain"],
+)
+@answers_errors
+def shop_webhook(source: str) -> dict[str, Any]:
+    request = _request()
+    return get_runtime().webhooks.accept(source, _body(), _headers(), dict(request.query_params or {}))
+
+
+@app.route(
     "/v1/unsubscribe",
     methods=["GET", "POST"],
     content_types=["application/x-www-form-urlencoded", "application/json", "text/plain"],

@@ -267,6 +267,39 @@ class Secrets(Protocol):
         ...
 
 
+# --------------------------------------------------------------------------- catalog
+@dataclass
+class Product:
+    """One sellable variant (``variant_id`` "-" for products without variants)."""
+
+    product_id: str
+    variant_id: str
+    title: str = ""
+    price: float | None = None
+    currency: str | None = None
+    stock: int | None = None  # None: the shop does not track stock
+    categories: list[str] = field(default_factory=list)
+    url: str | None = None
+    image_url: str | None = None
+    status: str = "active"
+    updated_at: datetime | None = None
+
+
+@runtime_checkable
+class CatalogStore(Protocol):
+    def get(self, product_id: str, variant_id: str) -> Product | None: ...
+
+    def put(self, product: Product) -> None:
+        """Insert or replace a variant."""
+        ...
+
+    def variants(self, product_id: str) -> list[Product]:
+        """Every variant of a product, sorted by variant id."""
+        ...
+
+    def all(self, limit: int = 10_000) -> list[Product]: ...
+
+
 @dataclass
 class Stores:
     """The full set of ports one runtime runs on."""
@@ -278,3 +311,4 @@ class Stores:
     queue: Queue
     blobs: BlobStore
     secrets: Secrets
+    catalog: CatalogStore | None = None  # products, variants, prices, stock

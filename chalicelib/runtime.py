@@ -17,11 +17,13 @@ from chalicelib.plugin_api import Channel, ChannelContext
 from chalicelib.plugin_host import PluginHost
 from chalicelib.ports import Stores
 from chalicelib.services.admin import AdminService
+from chalicelib.services.catalog import CatalogService
 from chalicelib.services.consent import ConsentService
 from chalicelib.services.credentials import Credentials
 from chalicelib.services.ingest import INGEST_QUEUE, EventProcessor, IngestService
 from chalicelib.services.journeys import SEND_QUEUE, JourneyEngine
 from chalicelib.services.send import SendService
+from chalicelib.services.webhooks import WebhookProcessor, WebhookService, WebhookSources
 
 log = logging.getLogger("omnicast.runtime")
 QUEUES = (INGEST_QUEUE, SEND_QUEUE)
@@ -63,6 +65,14 @@ class Runtime:
         self.journeys = JourneyEngine(self.stores.journeys, self.stores.queue, self.clock)
         self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
         self.processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
+        self.catalog = CatalogService(self.stores.catalog, self.stores.events) if self.stores.catalog else None
+        self.sources = WebhookSources(self.host, settings)
+        self.webhooks = WebhookService(
+            self.sources, self.credentials, self.stores.queue, self.stores.blobs, self.clock, settings.max_body_bytes
+        )
+        self.webhook_processor = WebhookProcessor(
+            self.sources, self.stores.events, self.stores.blobs, self.processor, self.catalog
+        )
         self.consent = ConsentService(self.stores.profiles, self.credentials, self.clock)
         self.admin = AdminService(self.stores)
         self.sender = SendService(
@@ -87,6 +97,8 @@ class Runtime:
     # ------------------------------------------------------------------ workers
     def handle_message(self, queue: str, body: dict[str, Any]) -> Any:
         if queue == INGEST_QUEUE:
+            if body.get("kind") == "webhook":
+                return self.webhook_processor.handle(body)
             return self.processor.handle(body)
         if queue == SEND_QUEUE:
             return self.sender.handle(body)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import uuid
 from typing import Any
 
 from chalicelib.clock import Clock, iso, parse_iso
@@ -20,11 +19,11 @@ from chalicelib.events import parse_call, parse_json, to_payload
 from chalicelib.plugin_host import PluginHost
 from chalicelib.ports import EventStore, Profile, ProfileStore, Queue, StoredEvent
 from chalicelib.services.credentials import Credentials
+from chalicelib.services.identity import IdentityResolver, identifiers
 from chalicelib.services.journeys import JourneyEngine
 
 log = logging.getLogger("omnicast.ingest")
 INGEST_QUEUE = "ingest"
-NAMESPACE = uuid.UUID("6f6d6e69-6361-7374-0000-000000000001")
 
 
 def write_key_from(headers: dict[str, str], body: Any) -> str | None:
@@ -41,12 +40,6 @@ def write_key_from(headers: dict[str, str], body: Any) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("writeKey"), str):
         return body["writeKey"]
     return None
-
-
-def normalise_email(value: Any) -> str | None:
-    if not isinstance(value, str) or "@" not in value:
-        return None
-    return value.strip().lower()
 
 
 class IngestService:
@@ -103,6 +96,7 @@ class EventProcessor:
         self.host = host
         self.journeys = journeys
         self.clock = clock
+        self.identity = IdentityResolver(profiles, clock)
 
     def handle(self, message: dict[str, Any]) -> bool:
         """Apply one queued event. Returns False if it was a duplicate already applied."""
@@ -129,31 +123,9 @@ class EventProcessor:
         self.journeys.on_event(stored, profile)
         return True
 
-    # ------------------------------------------------------------------ identity
-    def _identifiers(self, payload: dict[str, Any]) -> list[tuple[str, str]]:
-        ids: list[tuple[str, str]] = []
-        if payload.get("userId"):
-            ids.append(("user_id", str(payload["userId"])))
-        traits = payload.get("traits") or (payload.get("context") or {}).get("traits") or {}
-        email = normalise_email(traits.get("email"))
-        if email:
-            ids.append(("email", email))
-        if payload.get("anonymousId"):
-            ids.append(("anonymous_id", str(payload["anonymousId"])))
-        if payload.get("type") == "alias" and payload.get("previousId"):
-            ids.append(("user_id" if payload.get("userId") else "anonymous_id", str(payload["previousId"])))
-        return ids
-
     def _apply(self, event: StoredEvent) -> Profile:
-        ids = self._identifiers(event.payload)
-        profile_id = next((pid for kind, value in ids if (pid := self.profiles.resolve(kind, value))), None)
-        if profile_id is None:
-            # deterministic, so a redelivered first event creates the same profile
-            kind, value = ids[0]
-            profile_id = "p_" + uuid.uuid5(NAMESPACE, f"{kind}:{value}").hex[:20]
-        for kind, value in ids:
-            if not self.profiles.link(kind, value, profile_id):
-                log.info("identifier %s already belongs to another profile; not merged", kind)
+        ids = identifiers(event.payload)
+        profile_id = self.identity.resolve(ids)
         for _ in range(10):  # optimistic concurrency: re-read and retry on a lost race
             profile = self.profiles.get(profile_id) or Profile(profile_id=profile_id, created_at=event.timestamp)
             expected = profile.version
@@ -162,23 +134,42 @@ class EventProcessor:
                 return profile
         raise RuntimeError(f"profile {profile_id} kept changing under us")
 
+    def _count_order(self, profile: Profile, event: StoredEvent) -> None:
+        """Orders count once per order id, whichever source reports them (Segment, Shopify...)."""
+        props = event.payload.get("properties") or {}
+        order_id = str(props.get("order_id") or event.message_id)
+        seen = profile.traits.setdefault("_orders", [])
+        if order_id in seen:
+            return
+        seen.append(order_id)
+        del seen[:-200]
+        profile.traits["orders_count"] = int(profile.traits.get("orders_count", 0)) + 1
+        total = props.get("total", props.get("revenue", 0))
+        if isinstance(total, int | float) and not isinstance(total, bool):
+            profile.traits["total_spent"] = round(float(profile.traits.get("total_spent", 0)) + total, 2)
+        if not profile.traits.get("last_order_at") or iso(event.timestamp) > profile.traits["last_order_at"]:
+            profile.traits["last_order_at"] = iso(event.timestamp)
+
     def _merge(self, profile: Profile, event: StoredEvent, ids: list[tuple[str, str]]) -> None:
         payload = event.payload
-        if event.type in ("identify",):
+        if event.type == "identify":
             for name, value in (payload.get("traits") or {}).items():
-                profile.traits[name] = normalise_email(value) if name == "email" else value
+                if not name.startswith("_"):
+                    profile.traits[name] = value
+            normalised = dict(ids)
+            for name in ("email", "phone"):
+                if name in (payload.get("traits") or {}):
+                    profile.traits[name] = normalised.get(name, profile.traits[name])
         tz = (payload.get("context") or {}).get("timezone")
         if isinstance(tz, str) and tz and "timezone" not in profile.traits:
             profile.traits["timezone"] = tz
         for kind, value in ids:
             profile.identifiers.setdefault(kind, value)
+        for kind in ("email", "phone"):  # reachable addresses from any source (a Shopify order's e-mail)
+            if kind in dict(ids) and not profile.traits.get(kind):
+                profile.traits[kind] = dict(ids)[kind]
         if event.type == "track" and event.event == "Order Completed":
-            props = payload.get("properties") or {}
-            profile.traits["orders_count"] = int(profile.traits.get("orders_count", 0)) + 1
-            total = props.get("total", props.get("revenue", 0))
-            if isinstance(total, int | float):
-                profile.traits["total_spent"] = round(float(profile.traits.get("total_spent", 0)) + total, 2)
-            profile.traits["last_order_at"] = iso(event.timestamp)
+            self._count_order(profile, event)
         last = profile.traits.get("last_seen_at")
         if last is None or iso(event.timestamp) > last:
             profile.traits["last_seen_at"] = iso(event.timestamp)

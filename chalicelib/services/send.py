@@ -168,7 +168,7 @@ class SendService:
         token = self.credentials.sign("unsubscribe", {"p": profile.profile_id, "c": task["channel"]})
         unsubscribe_url = f"{self.settings.public_url}/v1/unsubscribe?token={token}"
         context = {
-            "profile": {k: v for k, v in profile.traits.items() if k != "consent"},
+            "profile": {k: v for k, v in profile.traits.items() if k != "consent" and not k.startswith("_")},
             "shop": {"name": "Omnicast Demo Shop", "url": self.settings.public_url},
             "unsubscribe_url": unsubscribe_url,
         }

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from chalicelib.adapters.local.blobs import FolderBlobStore
+from chalicelib.adapters.local.catalog import SqliteCatalogStore
 from chalicelib.adapters.local.sqlite import (
     Database,
     SqliteEventStore,
@@ -39,6 +40,7 @@ def local_stores(data_dir: str | Path | None) -> Stores:
         queue=SqliteQueue(db),
         blobs=FolderBlobStore(blob_root),
         secrets=SqliteSecrets(db),
+        catalog=SqliteCatalogStore(db),
     )
 
 
