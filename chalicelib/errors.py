@@ -13,7 +13,8 @@ class OmnicastError(Exception):
         self.field = field
 
     def body(self) -> dict[str, object]:
-        out: dict[str, object] = {"error": self.code, "message": self.message}
+        # "code" + "message" is also what Segment's and RudderStack's clients read from an error
+        out: dict[str, object] = {"error": self.code, "code": self.code, "message": self.message}
         if self.field is not None:
             out["field"] = self.field
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import zlib
 from typing import Any
 
 from chalicelib.clock import Clock, iso, parse_iso
@@ -42,6 +43,18 @@ def write_key_from(headers: dict[str, str], body: Any) -> str | None:
     return None
 
 
+def gunzip(raw: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing more than ``limit`` bytes out (no zip bombs)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid gzip: {exc}", field="body") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes", field="body")
+    return out
+
+
 class IngestService:
     """The HTTP side."""
 
@@ -54,6 +67,11 @@ class IngestService:
     def accept(self, kind: str, raw: bytes | None, headers: dict[str, str]) -> int:
         """Validate one Segment API call and enqueue its events. Returns how many."""
         raw = raw or b""
+        encoding = next((v for k, v in headers.items() if k.lower() == "content-encoding"), "").strip().lower()
+        if encoding == "gzip":  # RudderStack's SDKs gzip by default
+            raw = gunzip(raw, self.max_body_bytes)
+        elif encoding not in ("", "identity"):
+            raise BadRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or none", field="Content-Encoding")
         if len(raw) > self.max_body_bytes:
             raise PayloadTooLarge(f"body is {len(raw)} bytes; the limit is {self.max_body_bytes}", field="body")
         if not raw.strip():
