@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import signal
@@ -103,6 +104,36 @@ def cmd_webhook_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from chalicelib.services.bulk_import import BulkImporter, open_source, read_rows
+
+    runtime = _runtime(args)
+    fmt = args.format or ("jsonl" if args.source.endswith((".jsonl", ".ndjson")) else "csv")
+    s3 = None
+    if args.source.startswith("s3://"):
+        import boto3
+
+        aws = runtime.settings.aws
+        s3 = boto3.client("s3", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    stream, _ = open_source(args.source, s3)
+    importer = BulkImporter(runtime.processor, runtime.catalog, runtime.clock.now)
+    with stream, tqdm(unit=" rows", desc=f"importing {args.kind}", file=sys.stderr, disable=args.quiet) as bar:
+        report = importer.run(args.kind, read_rows(stream, fmt), progress=lambda _: bar.update(1))
+    print(f"{report.kind}: {report.rows} rows, {report.imported} imported, {len(report.rejected)} rejected")
+    for r in report.rejected[:50]:
+        print(f"  row {r.row}: {r.field or '-'}: {r.reason}")
+    if len(report.rejected) > 50:
+        print(f"  ... and {len(report.rejected) - 50} more (see --report)")
+    if args.report:
+        with open(args.report, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["row", "field", "reason"])
+            writer.writerows([r.row, r.field or "", r.reason] for r in report.rejected)
+    return 0 if not report.rejected else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
@@ -146,6 +177,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("source", help="shopify, woocommerce, bigcommerce, stripe, ...")
     sp.add_argument("--secret", help="the secret (default: read one line from standard input)")
     sp.set_defaults(func=cmd_webhook_secret)
+
+    sp = add("import", "import customers, orders or products from CSV or JSON Lines (a file or s3://)")
+    sp.add_argument("kind", choices=["customers", "orders", "products"])
+    sp.add_argument("source", help="a local path or s3://bucket/key")
+    sp.add_argument("--format", choices=["csv", "jsonl"], help="default: from the file name")
+    sp.add_argument("--report", help="write the rejected rows (row, field, reason) to this CSV file")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_import)
 
     sp = add("config", "print the effective configuration")
     sp.set_defaults(func=cmd_config)

@@ -138,7 +138,8 @@ class EventProcessor:
         profile = self._apply(stored)
         self.events.mark_processed(source, stored.message_id, profile.profile_id)
         self.host.event_received(stored, profile)
-        self.journeys.on_event(stored, profile)
+        if message.get("trigger_journeys", True):  # imports and replays never start journeys
+            self.journeys.on_event(stored, profile)
         return True
 
     def _apply(self, event: StoredEvent) -> Profile:
