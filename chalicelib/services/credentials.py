@@ -124,7 +124,8 @@ class Credentials:
     def add_webhook_secret(self, source: str, secret: str) -> str:
         if not secret:
             raise BadRequest("the secret is empty", field="secret")
-        name = f"{WEBHOOK}{source}/{int(self.clock.now().timestamp() * 1000)}"
+        # newest sorts last; the random part keeps two secrets added in the same millisecond
+        name = f"{WEBHOOK}{source}/{int(self.clock.now().timestamp() * 1000):013d}-{pysecrets.token_hex(4)}"
         self.secrets.put(name, secret)
         return name
 
