@@ -102,6 +102,10 @@ class SendService:
                 "entity": task["entity"],
             },
         )
+        if not problem:
+            # a missing or misconfigured channel fails here, before the claim, so the task
+            # stays on the queue (and reaches the dead-letter queue) instead of being lost
+            self.channel_for(channel)
         if not self.ledger.claim(entry):
             log.info("duplicate send task %s ignored: already in the ledger", message_id(key))
             return "duplicate"
