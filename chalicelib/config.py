@@ -48,7 +48,23 @@ class AwsSettings(Strict):
 class SendPolicySettings(Strict):
     quiet_start_hour: int = Field(21, ge=0, le=23)
     quiet_end_hour: int = Field(9, ge=0, le=23)
+    # per-country quiet hours where the law or custom differs, e.g. {"FR": [20, 8]}
+    country_quiet_hours: dict[str, tuple[int, int]] = Field(default_factory=dict)
     default_timezone: str = "UTC"
+    max_marketing_per_day: int = Field(2, ge=0)
+    max_marketing_per_week: int = Field(5, ge=0)
+    max_attempts: int = Field(5, ge=1)
+
+
+class ShopSettings(Strict):
+    name: str = "Omnicast Demo Shop"
+    url: str = "https://shop.example"
+    currency: str = "EUR"
+    locale: str = "en"
+
+
+class JourneySettings(Strict):
+    disabled: list[str] = Field(default_factory=list)  # built-in journeys to switch off by name
 
 
 class Settings(Strict):
@@ -63,6 +79,8 @@ class Settings(Strict):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     send_policy: SendPolicySettings = Field(default_factory=lambda: SendPolicySettings())
     public_url: str = "http://127.0.0.1:8000"
+    shop: ShopSettings = Field(default_factory=lambda: ShopSettings())
+    journeys: JourneySettings = Field(default_factory=lambda: JourneySettings())
 
 
 _LIST_KEYS = {("plugins", "allow"), ("plugins", "block")}

@@ -21,7 +21,7 @@ from chalicelib.services.catalog import CatalogService
 from chalicelib.services.consent import ConsentService
 from chalicelib.services.credentials import Credentials
 from chalicelib.services.ingest import INGEST_QUEUE, EventProcessor, IngestService
-from chalicelib.services.journeys import SEND_QUEUE, JourneyEngine
+from chalicelib.services.journeys import SEND_QUEUE, JourneyEngine, JourneyRegistry
 from chalicelib.services.send import SendService
 from chalicelib.services.webhooks import WebhookProcessor, WebhookService, WebhookSources
 
@@ -62,10 +62,25 @@ class Runtime:
         self.credentials = Credentials(self.stores.secrets, self.clock)
         self._channels: dict[str, Channel] = {}
         self._channel_lock = threading.Lock()
-        self.journeys = JourneyEngine(self.stores.journeys, self.stores.queue, self.clock)
+        registry = JourneyRegistry()
+        for name in settings.journeys.disabled:
+            registry.paused.add(name)
+        self.journeys = JourneyEngine(
+            self.stores.journeys,
+            self.stores.queue,
+            self.clock,
+            profiles=self.stores.profiles,
+            events=self.stores.events,
+            registry=registry,
+            default_timezone=settings.send_policy.default_timezone,
+        )
         self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
         self.processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
-        self.catalog = CatalogService(self.stores.catalog, self.stores.events) if self.stores.catalog else None
+        self.catalog = (
+            CatalogService(self.stores.catalog, self.stores.events, on_event=self.journeys.on_catalog_event)
+            if self.stores.catalog
+            else None
+        )
         self.sources = WebhookSources(self.host, settings)
         self.webhooks = WebhookService(
             self.sources, self.credentials, self.stores.queue, self.stores.blobs, self.clock, settings.max_body_bytes
@@ -84,6 +99,7 @@ class Runtime:
             host=self.host,
             credentials=self.credentials,
             channel_factory=self.channel,
+            events=self.stores.events,
         )
 
     def channel(self, kind: str) -> Channel:
@@ -124,7 +140,7 @@ class Runtime:
             if not self.stores.journeys.take(timer.timer_id):
                 continue  # another worker fired it
             kind = timer.payload.get("kind")
-            if kind == "journey_resume":
+            if kind in ("journey_resume", "journey_timeout", "journey_date"):
                 self.journeys.resume(timer.payload)
             elif kind == "send":
                 self.sender.handle_timer(timer.payload)

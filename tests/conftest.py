@@ -128,3 +128,66 @@ def api(runtime: Runtime) -> Iterator[Api]:
     with Client(app_module.app) as client:
         yield Api(client, runtime, write_key, admin_key)
     set_runtime(None)
+
+
+# --------------------------------------------------------------------------- a recording channel set
+class Outbox:
+    """What the recording channels were asked to send, per channel kind."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.fail_next: list[Any] = []  # SendResults to return instead of success, in order
+
+    def to(self, channel: str) -> list[Any]:
+        return [m for m in self.sent if m.channel == channel]
+
+
+def recording_plugin(outbox: Outbox) -> Any:
+    import types
+
+    from chalicelib.plugin_api import Channel, SendResult, hookimpl
+
+    def make(kind: str) -> type[Channel]:
+        class Recorder(Channel):
+            name = f"rec_{kind}"
+            channel = kind
+
+            def send(self, message: Any) -> SendResult:
+                if outbox.fail_next:
+                    return outbox.fail_next.pop(0)
+                outbox.sent.append(message)
+                return SendResult(ok=True, provider_message_id=f"rec-{message.message_id}")
+
+        return Recorder
+
+    classes = [make(k) for k in ("email", "sms", "push", "messenger")]
+    module = types.ModuleType("recording_channels")
+
+    @hookimpl
+    def register_channels(register: Any) -> None:
+        for cls in classes:
+            register(cls)
+
+    module.register_channels = register_channels  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    return Outbox()
+
+
+@pytest.fixture
+def rec_runtime(make_runtime: Callable[..., Runtime], outbox: Outbox) -> Callable[..., Runtime]:
+    """A runtime whose channels record instead of delivering (for journey and policy logic)."""
+    from chalicelib.plugin_host import PluginHost
+
+    def make(**overrides: Any) -> Runtime:
+        overrides.setdefault("channels", {k: f"rec_{k}" for k in ("email", "sms", "push", "messenger")})
+        overrides.setdefault("plugins", {"allow": []})
+        runtime = make_runtime(**overrides)
+        host = PluginHost(runtime.settings.plugins).load(extra=[("recording", recording_plugin(outbox))])
+        runtime.host = runtime.processor.host = runtime.sender.host = runtime.sources.host = host
+        return runtime
+
+    return make

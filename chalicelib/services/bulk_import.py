@@ -201,10 +201,17 @@ class BulkImporter:
             if not (row.user_id or row.email):
                 raise BadRequest("an order needs user_id or email", field="user_id")
             body = {
-                "type": "track", "event": "Order Completed", "messageId": _message_id(kind, row),
+                "type": "track",
+                "event": "Order Completed",
+                "messageId": _message_id(kind, row),
                 "timestamp": iso(row.created_at),
-                "properties": {"order_id": row.order_id, "total": row.total, "revenue": row.total,
-                               "currency": row.currency.upper(), "products": row.products},
+                "properties": {
+                    "order_id": row.order_id,
+                    "total": row.total,
+                    "revenue": row.total,
+                    "currency": row.currency.upper(),
+                    "products": row.products,
+                },
             }
             if row.user_id:
                 body["userId"] = row.user_id
@@ -220,9 +227,16 @@ class BulkImporter:
             self.catalog.apply(
                 "import",
                 CatalogItem(
-                    product_id=row.product_id, variant_id=row.variant_id, title=row.title, price=row.price,
-                    currency=row.currency, stock=row.stock, categories=tuple(cats) if cats else None,
-                    url=row.url, image_url=row.image_url, status=row.status,
+                    product_id=row.product_id,
+                    variant_id=row.variant_id,
+                    title=row.title,
+                    price=row.price,
+                    currency=row.currency,
+                    stock=row.stock,
+                    categories=tuple(cats) if cats else None,
+                    url=row.url,
+                    image_url=row.image_url,
+                    status=row.status,
                 ),
                 self.now(),
             )

@@ -33,9 +33,10 @@ def _changes(before: Product | None, after: Product) -> list[tuple[str, dict[str
 
 
 class CatalogService:
-    def __init__(self, catalog: CatalogStore, events: EventStore) -> None:
+    def __init__(self, catalog: CatalogStore, events: EventStore, on_event: Any = None) -> None:
         self.catalog = catalog
         self.events = events
+        self.on_event = on_event  # the journey engine's fan-out to customers waiting for it
 
     def apply(self, source: str, item: CatalogItem, at: datetime) -> list[str]:
         """Merge one catalog item (None fields keep what we had); returns the events emitted."""
@@ -74,18 +75,18 @@ class CatalogService:
                 "shop_source": source,
                 **extra,
             }
-            self.events.append(
-                StoredEvent(
-                    message_id=f"catalog-{digest}",
-                    type="track",
-                    profile_id=None,
-                    received_at=at,
-                    timestamp=at,
-                    event=name,
-                    source="catalog",
-                    payload={"type": "track", "event": name, "properties": properties, "timestamp": iso(at)},
-                    processed=True,
-                )
+            event = StoredEvent(
+                message_id=f"catalog-{digest}",
+                type="track",
+                profile_id=None,
+                received_at=at,
+                timestamp=at,
+                event=name,
+                source="catalog",
+                payload={"type": "track", "event": name, "properties": properties, "timestamp": iso(at)},
+                processed=True,
             )
+            if self.events.append(event) and self.on_event is not None:
+                self.on_event(event)  # fan out to the customers waiting for it
             emitted.append(name)
         return emitted

@@ -32,6 +32,8 @@ from chalicelib.errors import BadRequest
 from chalicelib.ports import Profile, StoredEvent
 
 Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "exists"]
+
+
 class Leaf(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,8 +46,13 @@ class TraitRule(Leaf):
 
 class ComputedRule(Leaf):
     computed: Literal[
-        "days_since_last_order", "orders_count", "total_spent", "average_order_value", "days_since_signup",
-        "orders_in_window", "days_since_last_seen",
+        "days_since_last_order",
+        "orders_count",
+        "total_spent",
+        "average_order_value",
+        "days_since_signup",
+        "orders_in_window",
+        "days_since_last_seen",
     ]
     op: Op = ">="
     value: Any = None
@@ -123,8 +130,13 @@ def _check_shape(data: Any, where: str) -> None:
     if kind == "not":
         _check_shape(data["not"], f"{where}.not")
         return
-    model = {"trait": TraitRule, "computed": ComputedRule, "event": EventRule, "score": ScoreRule,
-             "consent": ConsentRule}[kind]
+    model = {
+        "trait": TraitRule,
+        "computed": ComputedRule,
+        "event": EventRule,
+        "score": ScoreRule,
+        "consent": ConsentRule,
+    }[kind]
     try:
         model.model_validate(data)
     except ValidationError as exc:
@@ -207,8 +219,14 @@ class Facts:
             case "days_since_last_seen":
                 return self._days_since("last_seen_at")
             case "days_since_signup":
-                return self._days_since("created_at") if traits.get("created_at") else (
-                    (self.now - self.profile.created_at).total_seconds() / 86400 if self.profile.created_at else None
+                return (
+                    self._days_since("created_at")
+                    if traits.get("created_at")
+                    else (
+                        (self.now - self.profile.created_at).total_seconds() / 86400
+                        if self.profile.created_at
+                        else None
+                    )
                 )
             case "orders_count":
                 return orders

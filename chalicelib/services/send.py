@@ -1,8 +1,20 @@
 """The send policy and delivery: every message passes here, in this order.
 
-consent → exactly-once ledger claim → quiet hours (deferred, never dropped, in the
-recipient's time zone) → render → channel → ledger outcome. Each decision is written to
-the send ledger with its reason, which is the customer's decision log.
+1. consent by channel and purpose, and suppression (a fallback channel is tried when the
+   first is not allowed);
+2. the exactly-once send ledger: a conditional claim keyed on profile + journey + step
+   + entity (with the run), so two workers or a redelivered task cannot both send;
+3. the contact-pressure budget across channels (marketing only; transactional
+   messages bypass it): over budget the message is deferred to when the window frees
+   up, higher priority first, never dropped;
+4. quiet hours in the recipient's own time zone (marketing only): deferred to the
+   morning, never dropped;
+5. render (Liquid sandbox) → ``before_send`` → channel plugin → ``after_send``.
+
+Every decision is written to the ledger with its reason; the profile's ledger entries
+are its decision log. Deferrals and retries are timers that fire once and move the
+entry out of ``deferred`` / ``retry_wait`` with a conditional transition, so exactly one
+worker continues it.
 """
 
 from __future__ import annotations
@@ -19,15 +31,20 @@ from chalicelib.clock import Clock
 from chalicelib.config import Settings
 from chalicelib.plugin_api import Channel, OutboundMessage, SendResult
 from chalicelib.plugin_host import PluginHost
-from chalicelib.ports import JourneyStore, LedgerEntry, Profile, ProfileStore, SendLedger, Timer
+from chalicelib.ports import EventStore, JourneyStore, LedgerEntry, Profile, ProfileStore, SendLedger, Timer
 from chalicelib.services.credentials import Credentials
 from chalicelib.services.templates import TemplateRenderer
 
 log = logging.getLogger("omnicast.send")
-MAX_ATTEMPTS = 5
 
 # channel kind -> the profile trait holding its address
-ADDRESS_TRAIT = {"email": "email", "sms": "phone", "push": "push_token", "messenger": "chat_id"}
+ADDRESS_TRAIT = {
+    "email": "email",
+    "sms": "phone",
+    "push": "push_token",
+    "messenger": "chat_id",
+    "webhook": "webhook_url",
+}
 
 
 def ledger_key(task: dict[str, Any]) -> str:
@@ -48,8 +65,10 @@ def consent_problem(profile: Profile, channel: str, purpose: str) -> str | None:
         state = consent.get(channel)
         if state == "suppressed":
             return f"{channel} address suppressed (bounce or complaint)"
-        if purpose == "marketing" and state == "unsubscribed":
+        if purpose == "marketing" and state in ("unsubscribed", "opted_out"):
             return f"unsubscribed from {channel} marketing"
+        if purpose == "marketing" and channel == "sms" and state != "subscribed":
+            return "no SMS marketing opt-in"  # SMS marketing needs an explicit opt-in
     return None
 
 
@@ -65,26 +84,45 @@ class SendService:
         host: PluginHost,
         credentials: Credentials,
         channel_factory: Any,
+        events: EventStore | None = None,
         renderer: TemplateRenderer | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = settings.send_policy
         self.clock = clock
         self.profiles = profiles
         self.ledger = ledger
         self.journeys = journeys
+        self.events = events
         self.host = host
         self.credentials = credentials
         self.channel_for = channel_factory  # callable(kind) -> Channel
         self.renderer = renderer or TemplateRenderer()
 
     # ------------------------------------------------------------------ entry points
+    def choose_channel(self, profile: Profile | None, task: dict[str, Any]) -> tuple[str, str | None, str]:
+        """(channel, problem, note): the first channel the customer may be reached on."""
+        if profile is None:
+            return task["channel"], "profile not found", ""
+        problem = consent_problem(profile, task["channel"], task["purpose"])
+        fallback = task.get("fallback_channel")
+        if problem and fallback:
+            second = consent_problem(profile, fallback, task["purpose"])
+            if second is None:
+                return fallback, None, f" (fallback: {task['channel']}: {problem})"
+            problem = f"{problem}; fallback {fallback}: {second}"
+        return task["channel"], problem, ""
+
     def handle(self, task: dict[str, Any]) -> str:
         """Process one send task from the queue. Returns the ledger status it left."""
         key = ledger_key(task)
         now = self.clock.now()
         profile = self.profiles.get(task["profile_id"])
-        channel = task["channel"]
-        problem = "profile not found" if profile is None else consent_problem(profile, channel, task["purpose"])
+        channel, problem, note = self.choose_channel(profile, task)
+        if not problem:
+            # a missing or misconfigured channel fails here, before the claim, so the task
+            # stays on the queue (and reaches the dead-letter queue) instead of being lost
+            self.channel_for(channel)
         entry = LedgerEntry(
             key=key,
             profile_id=task["profile_id"],
@@ -92,7 +130,7 @@ class SendService:
             step=task["step"],
             channel=channel,
             status="skipped" if problem else "sending",
-            reason=f"skipped: {problem}" if problem else "passed consent",
+            reason=f"skipped: {problem}" if problem else f"passed consent{note}",
             created_at=now,
             updated_at=now,
             detail={
@@ -100,21 +138,19 @@ class SendService:
                 "purpose": task["purpose"],
                 "version": task["version"],
                 "entity": task["entity"],
+                "priority": task.get("priority", 5),
+                **({"variant": task["context"]["variant"]} if task.get("context", {}).get("variant") else {}),
             },
         )
-        if not problem:
-            # a missing or misconfigured channel fails here, before the claim, so the task
-            # stays on the queue (and reaches the dead-letter queue) instead of being lost
-            self.channel_for(channel)
         if not self.ledger.claim(entry):
             log.info("duplicate send task %s ignored: already in the ledger", message_id(key))
             return "duplicate"
         if problem or profile is None:
             return "skipped"
-        return self._deliver(task, profile, key, attempt=1)
+        return self._policy_then_deliver({**task, "channel": channel, "note": note}, profile, key, attempt=1)
 
     def handle_timer(self, payload: dict[str, Any]) -> str:
-        """A deferred or retried send is due: take it over (once) and deliver."""
+        """A deferred or retried send is due: take it over (once) and go through the policy again."""
         task = payload["task"]
         key = ledger_key(task)
         now = self.clock.now()
@@ -123,20 +159,59 @@ class SendService:
         profile = self.profiles.get(task["profile_id"])
         problem = "profile not found" if profile is None else consent_problem(profile, task["channel"], task["purpose"])
         if problem or profile is None:
-            self.ledger.update(key, status="skipped", reason=f"skipped: {problem}", at=self.clock.now())
+            self.ledger.update(key, status="skipped", reason=f"skipped: {problem}", at=now)
             return "skipped"
-        return self._deliver(task, profile, key, attempt=int(payload.get("attempt", 1)))
+        return self._policy_then_deliver(task, profile, key, attempt=int(payload.get("attempt", 1)))
 
     # ------------------------------------------------------------------ policy
-    def _quiet_until(self, profile: Profile, now: datetime) -> tuple[datetime, str] | None:
-        policy = self.settings.send_policy
-        tz_name = str(profile.traits.get("timezone") or policy.default_timezone)
+    def _defer(self, task: dict[str, Any], key: str, until: datetime, reason: str, attempt: int) -> str:
+        # higher priority fires a little earlier when many wait for the same moment
+        due = until + timedelta(seconds=9 - int(task.get("priority", 5)))
+        self.ledger.update(
+            key,
+            status="deferred",
+            reason=f"deferred: {reason}",
+            at=self.clock.now(),
+            detail={"deferred_until": due.isoformat()},
+        )
+        self.journeys.schedule(
+            Timer(
+                f"send|{key}|deferred|{due.isoformat()}",
+                due,
+                {"kind": "send", "task": task, "from_status": "deferred", "attempt": attempt},
+            )
+        )
+        return "deferred"
+
+    def budget_until(self, profile: Profile, now: datetime) -> tuple[datetime, str] | None:
+        """When the marketing budget has room again, if it is spent now."""
+        sent = sorted(
+            e.updated_at
+            for e in self.ledger.for_profile(profile.profile_id)
+            if e.status == "sent" and e.detail.get("purpose") == "marketing" and e.updated_at > now - timedelta(days=7)
+        )
+        day = [t for t in sent if t > now - timedelta(days=1)]
+        if self.policy.max_marketing_per_day and len(day) >= self.policy.max_marketing_per_day:
+            frees = day[len(day) - self.policy.max_marketing_per_day] + timedelta(days=1)
+            return frees, f"contact budget ({self.policy.max_marketing_per_day} marketing messages a day)"
+        if self.policy.max_marketing_per_week and len(sent) >= self.policy.max_marketing_per_week:
+            frees = sent[len(sent) - self.policy.max_marketing_per_week] + timedelta(days=7)
+            return frees, f"contact budget ({self.policy.max_marketing_per_week} marketing messages a week)"
+        return None
+
+    def quiet_until(self, profile: Profile, now: datetime) -> tuple[datetime, str] | None:
+        """The end of the recipient's quiet hours, if it is night where they are."""
+        tz_name = str(profile.traits.get("timezone") or self.policy.default_timezone)
         try:
             tz = ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
-            tz, tz_name = ZoneInfo(policy.default_timezone), policy.default_timezone
+            tz, tz_name = ZoneInfo(self.policy.default_timezone), self.policy.default_timezone
+        start, end = self.policy.quiet_start_hour, self.policy.quiet_end_hour
+        address = profile.traits.get("address")
+        country = address.get("country") if isinstance(address, dict) else None
+        if isinstance(country, str) and country.upper() in self.policy.country_quiet_hours:
+            start, end = self.policy.country_quiet_hours[country.upper()]
         local = now.astimezone(tz)
-        start, end = policy.quiet_start_hour, policy.quiet_end_hour
         hour = local.hour
         quiet = (start <= hour or hour < end) if start > end else (start <= hour < end)
         if not quiet:
@@ -144,38 +219,40 @@ class SendService:
         resume = local.replace(hour=end, minute=0, second=0, microsecond=0)
         if resume <= local:
             resume += timedelta(days=1)
-        return resume.astimezone(now.tzinfo), f"{resume:%H:%M} {tz_name}"
+        return resume.astimezone(now.tzinfo), f"quiet hours until {resume:%H:%M} {tz_name}"
+
+    def _policy_then_deliver(self, task: dict[str, Any], profile: Profile, key: str, attempt: int) -> str:
+        now = self.clock.now()
+        if task["purpose"] == "marketing":
+            for check in (self.budget_until, self.quiet_until):
+                hit = check(profile, now)
+                if hit:
+                    return self._defer(task, key, hit[0], hit[1], attempt)
+        return self._deliver(task, profile, key, attempt)
+
+    # ------------------------------------------------------------------ delivery
+    def context(self, task: dict[str, Any], profile: Profile) -> dict[str, Any]:
+        ctx = task.get("context") or {}
+        event: dict[str, Any] = dict(ctx.get("matched_properties") or {})
+        if not event and ctx.get("trigger_message_id") and self.events is not None:
+            trigger = self.events.get(ctx.get("trigger_source", "segment"), ctx["trigger_message_id"])
+            if trigger is not None:
+                event = dict(trigger.payload.get("properties") or {})
+        token = self.credentials.sign("unsubscribe", {"p": profile.profile_id, "c": task["channel"]})
+        shop = self.settings.shop
+        return {
+            "profile": {k: v for k, v in profile.traits.items() if k != "consent" and not k.startswith("_")},
+            "shop": {"name": shop.name, "url": shop.url, "currency": shop.currency},
+            "event": event,
+            "products": event.get("products") or [],
+            "unsubscribe_url": f"{self.settings.public_url}/v1/unsubscribe?token={token}",
+        }
 
     def _deliver(self, task: dict[str, Any], profile: Profile, key: str, attempt: int) -> str:
         now = self.clock.now()
-        if task["purpose"] == "marketing":
-            quiet = self._quiet_until(profile, now)
-            if quiet:
-                due, label = quiet
-                self.ledger.update(
-                    key,
-                    status="deferred",
-                    reason=f"deferred: quiet hours until {label}",
-                    at=now,
-                    detail={"deferred_until": due.isoformat()},
-                )
-                self.journeys.schedule(
-                    Timer(
-                        f"send|{key}|quiet|{attempt}",
-                        due,
-                        {"kind": "send", "task": task, "from_status": "deferred", "attempt": attempt},
-                    )
-                )
-                return "deferred"
         channel: Channel = self.channel_for(task["channel"])
         mid = message_id(key)
-        token = self.credentials.sign("unsubscribe", {"p": profile.profile_id, "c": task["channel"]})
-        unsubscribe_url = f"{self.settings.public_url}/v1/unsubscribe?token={token}"
-        context = {
-            "profile": {k: v for k, v in profile.traits.items() if k != "consent" and not k.startswith("_")},
-            "shop": {"name": "Omnicast Demo Shop", "url": self.settings.public_url},
-            "unsubscribe_url": unsubscribe_url,
-        }
+        context = self.context(task, profile)
         try:
             subject, text, html = self.renderer.render(task["template"], context)
         except (LiquidError, KeyError) as exc:
@@ -184,7 +261,7 @@ class SendService:
         headers = {}
         if task["channel"] == "email":
             headers = {
-                "List-Unsubscribe": f"<{unsubscribe_url}>",
+                "List-Unsubscribe": f"<{context['unsubscribe_url']}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             }
         message = OutboundMessage(
@@ -193,7 +270,7 @@ class SendService:
             to=str(profile.traits[ADDRESS_TRAIT.get(task["channel"], task["channel"])]),
             subject=subject,
             text=text,
-            html=html,
+            html=html if task["channel"] == "email" else None,
             headers=headers,
             metadata={"journey": task["journey"], "step": task["step"], "profile_id": profile.profile_id},
         )
@@ -207,12 +284,12 @@ class SendService:
         now = self.clock.now()
         detail = {"attempt": attempt, "plugin": channel.name, "cost": result.cost_estimate, "message_id": mid}
         if result.ok:
-            reason = f"sent: {task['journey']} step {task['step']} via {channel.name}"
+            reason = f"sent: {task['journey']} step {task['step']} via {channel.name}{task.get('note', '')}"
             self.ledger.update(
                 key, status="sent", reason=reason, at=now, provider_message_id=result.provider_message_id, detail=detail
             )
             return "sent"
-        if result.retryable and attempt < MAX_ATTEMPTS:
+        if result.retryable and attempt < self.policy.max_attempts:
             delay = result.retry_after_seconds or 60 * 2 ** (attempt - 1)
             due = now + timedelta(seconds=delay)
             self.ledger.update(key, status="retry_wait", reason=f"retrying: {result.error}", at=now, detail=detail)

@@ -1,0 +1,243 @@
+"""The journey engine and the send policy on the injected clock: no test sleeps."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.clock import iso
+from chalicelib.errors import BadRequest
+from chalicelib.events import parse_call, to_payload
+from chalicelib.journey_model import load_journey
+from chalicelib.plugin_api import CatalogItem, SendResult
+from chalicelib.services.journeys import split_variant
+
+_ids = itertools.count()
+
+
+def emit(rt, kind, **body):
+    body.setdefault("messageId", f"t-{next(_ids)}")
+    body.setdefault("timestamp", iso(rt.clock.now()))
+    call = parse_call(kind, body, rt.clock.now()).calls[0]
+    rt.processor.handle({"source": "segment", "received_at": iso(rt.clock.now()), "event": to_payload(call)})
+    rt.drain()
+
+
+def later(rt, **delta):
+    rt.clock.advance(timedelta(**delta))
+    rt.drain()
+
+
+def customer(rt, user="u1", **traits):
+    traits = {"email": f"{user}@example.com", "first_name": "Ann", **traits}
+    emit(rt, "identify", userId=user, traits=traits)
+
+
+def steps(rt, status=None):
+    return [(e.journey, e.step) for e in rt.stores.ledger.all() if status is None or e.status == status]
+
+
+@pytest.fixture
+def rt(rec_runtime):
+    # only the journeys under test; the welcome series would use up the contact budget
+    return rec_runtime(journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+
+
+CART = {"checkout_id": "c1", "checkout_url": "https://shop.example/checkout/c1",
+        "products": [{"product_id": "p1", "name": "Organic tee", "price": 24, "quantity": 2}]}
+
+
+def test_abandoned_cart_reminds_after_an_hour_and_stops_at_purchase(rt, outbox):
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    later(rt, minutes=59)
+    assert outbox.to("email") == []
+    later(rt, minutes=2)
+    [reminder] = outbox.to("email")
+    assert reminder.subject == "You left something in your cart"
+    assert "Organic tee (24 EUR) x 2" in reminder.text and "checkout/c1" in reminder.text
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"checkout_id": "c1", "order_id": "o1",
+                                                                        "total": 48})
+    later(rt, days=2)
+    assert ("abandoned_cart", "cart_offer") not in steps(rt)
+    state = rt.stores.journeys.get(rt.stores.profiles.resolve("user_id", "u1"), "abandoned_cart", "c1")
+    assert state.status == "exited" and "Order Completed" in state.data["exit_reason"]
+    # the order confirmation is transactional and went out at once
+    assert ("order_confirmation", "order_confirmed") in steps(rt, "sent")
+
+
+def test_paying_within_the_hour_sends_nothing(rt, outbox):
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    later(rt, minutes=30)
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"checkout_id": "c1", "order_id": "o1"})
+    later(rt, days=3)
+    assert [s for s in steps(rt) if s[0] == "abandoned_cart"] == []
+
+
+def test_another_carts_order_does_not_cancel_this_cart(rt, outbox):
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"checkout_id": "other", "order_id": "o9"})
+    later(rt, hours=2)
+    later(rt, hours=23)
+    assert ("abandoned_cart", "cart_reminder") in steps(rt, "sent")
+    assert ("abandoned_cart", "cart_offer") in steps(rt, "sent") + steps(rt, "deferred")
+
+
+def test_duplicate_trigger_events_enter_once(rt, outbox):
+    customer(rt)
+    for i in range(3):
+        emit(rt, "track", userId="u1", event="Checkout Started", properties=CART, messageId=f"dup-{i}")
+    later(rt, hours=2)
+    assert steps(rt).count(("abandoned_cart", "cart_reminder")) == 1
+    assert len([m for m in outbox.to("email") if "cart" in m.subject]) == 1
+
+
+def test_back_in_stock_fans_out_to_the_customers_who_asked(rt, outbox):
+    rt.catalog.apply("shop", CatalogItem(product_id="p1", title="Organic tee", price=24, stock=0,
+                                         status="active", url="https://shop.example/p1"), rt.clock.now())
+    for user in ("u1", "u2"):
+        customer(rt, user)
+        emit(rt, "track", userId=user, event="Back In Stock Requested", properties={"product_id": "p1"})
+    customer(rt, "u3")
+    later(rt, days=1)
+    assert outbox.to("email") == []
+    rt.catalog.apply("shop", CatalogItem(product_id="p1", stock=12), rt.clock.now())
+    rt.drain()
+    notices = [m for m in outbox.to("email") if m.subject.startswith("Back in stock")]
+    assert sorted(m.to for m in notices) == ["u1@example.com", "u2@example.com"]
+    assert "https://shop.example/p1" in notices[0].text
+
+
+def test_new_arrivals_in_a_followed_category_repeat(rt, outbox):
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Category Followed", properties={"category": "Shoes"})
+    for i, category in enumerate(["Shoes", "Hats", "Shoes"]):
+        rt.catalog.apply("shop", CatalogItem(product_id=f"n{i}", title=f"New {i}", price=50, stock=5,
+                                             status="active", categories=(category,)), rt.clock.now())
+        later(rt, days=1)
+    subjects = [m.subject for m in outbox.to("email")]
+    assert subjects == ["New in Shoes", "New in Shoes"]
+
+
+def test_quiet_hours_and_the_contact_budget_defer_marketing_but_not_transactional(rec_runtime, outbox):
+    rt = rec_runtime(send_policy={"max_marketing_per_day": 1})
+    rt.clock.set(datetime(2026, 3, 2, 23, 30, tzinfo=UTC))  # 23:30 in London: quiet hours
+    customer(rt, timezone="Europe/London")
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "o1", "total": 10})
+    # the confirmation is transactional: sent at once, at night
+    assert [e.step for e in rt.stores.ledger.all() if e.status == "sent"] == ["order_confirmed"]
+    welcome = next(e for e in rt.stores.ledger.all() if e.step == "welcome_email")
+    assert welcome.status == "deferred" and "quiet hours until 09:00 Europe/London" in welcome.reason
+    later(rt, hours=9, minutes=31)  # 09:01 London
+    assert next(e for e in rt.stores.ledger.all() if e.step == "welcome_email").status == "sent"
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    later(rt, hours=2)
+    reminder = next(e for e in rt.stores.ledger.all() if e.step == "cart_reminder")
+    assert reminder.status == "deferred" and "contact budget (1 marketing messages a day)" in reminder.reason
+    later(rt, hours=23)  # a day after the welcome e-mail: the budget has room again
+    assert next(e for e in rt.stores.ledger.all() if e.step == "cart_reminder").status == "sent"
+    sent_times = sorted(e.updated_at for e in rt.stores.ledger.all()
+                        if e.status == "sent" and e.detail.get("purpose") == "marketing")
+    assert all(b - a >= timedelta(days=1) for a, b in itertools.pairwise(sent_times))
+
+
+def test_fallback_channel_and_no_sms_marketing_without_opt_in(rt, outbox):
+    emit(rt, "identify", userId="p1", traits={"phone": "+14155552671"})  # no e-mail
+    emit(rt, "track", userId="p1", event="Order Completed", properties={"order_id": "o1", "total": 5})
+    [sms] = outbox.to("sms")
+    assert sms.to == "+14155552671" and "o1" in sms.text
+    entry = next(e for e in rt.stores.ledger.all() if e.step == "order_confirmed")
+    assert entry.channel == "sms" and "fallback: email: no email on the profile" in entry.reason
+    emit(rt, "track", userId="p1", event="Checkout Started", properties=CART)
+    later(rt, hours=2)
+    cart = next(e for e in rt.stores.ledger.all() if e.step == "cart_reminder")
+    assert cart.status == "skipped" and "no SMS marketing opt-in" in cart.reason
+
+
+def test_retryable_failures_retry_with_backoff_and_then_give_up(rt, outbox):
+    outbox.fail_next = [SendResult.failed("429 slow down", retryable=True, retry_after=30),
+                        SendResult.failed("503", retryable=True)]
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "o1"})
+    entry = next(e for e in rt.stores.ledger.all() if e.step == "order_confirmed")
+    assert entry.status == "retry_wait"
+    later(rt, seconds=31)
+    assert next(e for e in rt.stores.ledger.all() if e.step == "order_confirmed").status == "retry_wait"
+    later(rt, minutes=2)
+    final = next(e for e in rt.stores.ledger.all() if e.step == "order_confirmed")
+    assert final.status == "sent" and final.detail["attempt"] == 3
+    outbox.fail_next = [SendResult.failed("550 no such user", retryable=False)]
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "o2"})
+    failed = [e for e in rt.stores.ledger.all() if e.status == "failed"]
+    assert len(failed) == 1 and "550" in failed[0].reason
+
+
+def test_in_flight_customers_stay_on_the_version_they_entered(rt, outbox):
+    v1 = load_journey("""
+name: nurture
+version: "1"
+trigger: {event: Signed Up}
+steps:
+  - {id: first, type: send, channel: email, template: welcome, purpose: transactional}
+  - {id: pause, type: wait, days: 1}
+  - {id: second, type: send, channel: email, template: welcome_tips, purpose: transactional}
+""")
+    rt.journeys.registry.add(v1)
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Signed Up")
+    v2 = v1.model_copy(update={"version": "2", "steps": v1.steps[:2]})  # v2 drops the second e-mail
+    rt.journeys.registry.add(v2)
+    customer(rt, "u2")
+    emit(rt, "track", userId="u2", event="Signed Up")
+    later(rt, days=2)
+    tips = [m.to for m in outbox.to("email") if "regulars" in m.subject]
+    assert tips == ["u1@example.com"]
+
+
+def test_split_is_deterministic_and_roughly_balanced():
+    picks = [split_variant(f"p{i}", "promo", "ab", {"a": 50, "b": 50}) for i in range(2000)]
+    assert picks == [split_variant(f"p{i}", "promo", "ab", {"a": 50, "b": 50}) for i in range(2000)]
+    assert 900 < picks.count("a") < 1100
+
+
+def test_date_trigger_appointment_reminder_24_hours_before(rt, outbox):
+    appointment = rt.clock.now() + timedelta(days=3)
+    emit(rt, "identify", userId="u1", traits={"phone": "+14155552671", "email": "u1@example.com",
+                                               "appointment_at": iso(appointment)})
+    later(rt, days=1, hours=23)
+    assert outbox.to("sms") == []
+    later(rt, hours=2)
+    [sms] = outbox.to("sms")
+    assert "appointment" in sms.text
+
+
+def test_branch_and_update_profile(rt, outbox):
+    journey = load_journey("""
+name: vip_check
+trigger: {event: Order Completed}
+reentry: always
+steps:
+  - {id: vip, type: branch, if: {computed: orders_count, op: ">=", value: 2}, then: tag, else: end}
+  - {id: tag, type: update_profile, set: {vip: true, vip_since: "{{now}}"}}
+""")
+    rt.journeys.registry.add(journey)
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "a"})
+    profile_id = rt.stores.profiles.resolve("user_id", "u1")
+    assert "vip" not in rt.stores.profiles.get(profile_id).traits
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "b"})
+    assert rt.stores.profiles.get(profile_id).traits["vip"] is True
+
+
+def test_journey_definitions_are_validated_with_line_and_field():
+    with pytest.raises(BadRequest) as err:
+        load_journey("name: x\ntrigger: {event: A}\nsteps:\n  - {id: s, type: send, chanel: email, template: t}\n",
+                     "x.yaml")
+    assert err.value.message.startswith("x.yaml:4: steps.0.chanel: unknown field")
+    with pytest.raises(BadRequest, match="goes to unknown step 'nowhere'"):
+        load_journey({"name": "x", "trigger": {"event": "A"},
+                      "steps": [{"id": "b", "type": "branch", "if": {"trait": "a"}, "then": "nowhere"}]})
