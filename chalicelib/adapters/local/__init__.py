@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from chalicelib.adapters.local.blobs import FolderBlobStore
@@ -23,22 +24,25 @@ def local_stores(data_dir: str | Path | None) -> Stores:
     """Stores on ``<data_dir>/omnicast.db``; ``None`` gives an in-memory database (tests)."""
     if data_dir is None:
         db = Database(":memory:")
-        import tempfile
-
-        blob_root = Path(tempfile.mkdtemp(prefix="omnicast-blobs-"))
+        # the folder lives as long as the blob store does
+        scratch = tempfile.TemporaryDirectory(prefix="omnicast-blobs-")
+        blob_root = Path(scratch.name)
     else:
         root = Path(data_dir)
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)  # secrets and personal data live here
         db = Database(root / "omnicast.db")
         blob_root = root / "blobs"
+    blobs = FolderBlobStore(blob_root)
+    if data_dir is None:
+        blobs.scratch = scratch  # type: ignore[attr-defined]
     return Stores(
         events=SqliteEventStore(db),
         profiles=SqliteProfileStore(db),
         ledger=SqliteSendLedger(db),
         journeys=SqliteJourneyStore(db),
         queue=SqliteQueue(db),
-        blobs=FolderBlobStore(blob_root),
+        blobs=blobs,
         secrets=SqliteSecrets(db),
         catalog=SqliteCatalogStore(db),
     )

@@ -292,7 +292,9 @@ class SqliteJourneyStore:
 
     def enter(self, state: JourneyState) -> bool:
         return (
-            self.db.execute("INSERT INTO journey_states VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", self._values(state))
+            self.db.execute(
+                "INSERT INTO journey_states VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", self._values(state)
+            )
             == 1
         )
 
@@ -406,5 +408,7 @@ class SqliteSecrets:
         self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
 
     def names(self, prefix: str) -> list[str]:
-        rows = self.db.query("SELECT name FROM secrets WHERE name >= ? AND name < ? ORDER BY name", (prefix, prefix + "\uffff"))
+        rows = self.db.query(
+            "SELECT name FROM secrets WHERE name >= ? AND name < ? ORDER BY name", (prefix, prefix + "\uffff")
+        )
         return [r[0] for r in rows]
