@@ -65,7 +65,8 @@ class LocalStack:
             self._stop.wait(max(self.poll_seconds, 0.2))
 
     def start(self) -> LocalStack:
-        threads = [threading.Thread(target=self.server.serve_forever, name="omnicast-http", daemon=True)]
+        # the HTTPServer itself: LocalDevServer.serve_forever would print its own banner
+        threads = [threading.Thread(target=self.server.server.serve_forever, name="omnicast-http", daemon=True)]
         threads += [
             threading.Thread(target=self._worker, args=(q,), name=f"omnicast-worker-{q}", daemon=True) for q in QUEUES
         ]

@@ -1,0 +1,116 @@
+"""The SMTP channel against a real SMTP server (aiosmtpd) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from omnicast_smtp import SmtpChannel, SmtpSettings
+
+from chalicelib.adapters.local.blobs import FolderBlobStore
+from chalicelib.clock import ManualClock
+from chalicelib.plugin_api import ChannelContext, OutboundMessage
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Handler:
+    def __init__(self, rcpt_reply: str | None = None) -> None:
+        self.received: list = []
+        self.sessions: set = set()
+        self.rcpt_reply = rcpt_reply
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.sessions.add(id(session))
+        self.received.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def server():
+    def start(rcpt_reply=None):
+        handler = Handler(rcpt_reply)
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+        controller.start()
+        started.append(controller)
+        return handler, controller.port
+
+    started: list = []
+    yield start
+    for c in started:
+        c.stop()
+
+
+def channel(tmp_path, port, **extra):
+    settings = SmtpSettings(port=port, **extra)
+    return SmtpChannel(settings, ChannelContext(clock=ManualClock(datetime(2026, 3, 2, tzinfo=UTC)),
+                                                blobs=FolderBlobStore(tmp_path)))
+
+
+def message(i=1, **kw):
+    base = dict(message_id=f"m_{i}", channel="email", to=f"ann{i}@example.com", subject="Hello",
+                text="Plain text", html="<p>HTML</p>",
+                headers={"List-Unsubscribe": "<https://shop.example/u?t=1>",
+                         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    base.update(kw)
+    return OutboundMessage(**base)
+
+
+def test_multipart_with_unsubscribe_headers_and_a_stable_message_id(server, tmp_path):
+    handler, port = server()
+    result = channel(tmp_path, port).send(message())
+    assert result.ok and result.provider_message_id == "<m_1@omnicast.local>"
+    [msg] = handler.received
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Message-ID"] == "<m_1@omnicast.local>" and msg["X-Omnicast-Message-Id"] == "m_1"
+    again = channel(tmp_path, port).send(message())  # a retry carries the same Message-ID
+    assert again.provider_message_id == result.provider_message_id
+
+
+def test_text_only_when_there_is_no_html(server, tmp_path):
+    handler, port = server()
+    assert channel(tmp_path, port).send(message(html=None)).ok
+    assert handler.received[0].get_content_type() == "text/plain"
+
+
+def test_a_batch_uses_one_connection(server, tmp_path):
+    handler, port = server()
+    results = channel(tmp_path, port).send_batch([message(i) for i in range(5)])
+    assert [r.ok for r in results] == [True] * 5
+    assert len(handler.received) == 5 and len(handler.sessions) == 1
+
+
+@pytest.mark.parametrize(("reply", "retryable"), [("550 5.1.1 no such user", False),
+                                                  ("451 4.3.0 try again later", True)])
+def test_refusals_map_to_retryable_or_not(server, tmp_path, reply, retryable):
+    _, port = server(rcpt_reply=reply)
+    result = channel(tmp_path, port).send(message())
+    assert not result.ok and result.retryable is retryable and reply[:3] in result.error
+
+
+def test_an_unreachable_server_is_retryable_and_the_password_never_shows(tmp_path):
+    ch = channel(tmp_path, free_port(), username="shop", password="s3cr3t-value")
+    result = ch.send(message())
+    assert not result.ok and result.retryable
+    assert "s3cr3t-value" not in f"{result} {ch!r} {ch.settings!r} {ch.settings}"
+
+
+def test_header_injection_is_refused(server, tmp_path):
+    handler, port = server()
+    result = channel(tmp_path, port).send(message(subject="Hi\r\nBcc: victim@example.com"))
+    assert not result.ok and not result.retryable and handler.received == []

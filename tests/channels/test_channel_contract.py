@@ -1,0 +1,108 @@
+"""The channel contract: every registered channel plugin, built-in or third-party, passes.
+
+Each channel needs a harness entry below that gives it working settings against a real
+endpoint on this machine (an SMTP server, a loopback HTTP server, moto) or none for the
+sandbox ones. A channel without a harness entry fails, so no plugin ships untested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from pydantic import SecretStr
+
+from chalicelib.adapters.local.blobs import FolderBlobStore
+from chalicelib.clock import ManualClock
+from chalicelib.plugin_api import Channel, ChannelContext, OutboundMessage, PluginSettings, SendResult
+from chalicelib.plugin_host import PluginHost
+from tests.conftest import SmtpCatcher, free_port
+
+KINDS = {"email", "sms", "push", "messenger", "feed", "webhook"}
+ADDRESS = {"email": "ann@example.com", "sms": "+14155552671", "push": "device-token-1", "messenger": "12345",
+           "webhook": "https://example.com/hook"}
+HOST = PluginHost().load()
+CHANNELS = HOST.registry.channels
+
+
+@contextlib.contextmanager
+def smtp_harness() -> Iterator[dict[str, Any]]:
+    catcher = SmtpCatcher()
+    controller = Controller(catcher, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield {"host": "127.0.0.1", "port": controller.port}
+    finally:
+        controller.stop()
+
+
+@contextlib.contextmanager
+def no_settings() -> Iterator[dict[str, Any]]:
+    yield {}
+
+
+HARNESS = {
+    "smtp": smtp_harness,
+    "sandbox_sms": no_settings,
+    "sandbox_push": no_settings,
+    "sandbox_messenger": no_settings,
+}
+
+
+def context(tmp_path) -> ChannelContext:
+    return ChannelContext(clock=ManualClock(datetime(2026, 3, 2, 10, tzinfo=UTC)), blobs=FolderBlobStore(tmp_path))
+
+
+def messages(cls: type[Channel], n: int) -> list[OutboundMessage]:
+    return [OutboundMessage(message_id=f"contract-{i}", channel=cls.channel, to=ADDRESS.get(cls.channel, "x"),
+                            subject="Contract", text=f"Message {i}", html="<p>hi</p>" if cls.channel == "email"
+                            else None) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+def test_class_metadata(name):
+    cls = CHANNELS[name]
+    assert cls.name == name and cls.channel in KINDS
+    assert isinstance(cls.batch_size, int) and cls.batch_size >= 1
+    assert issubclass(cls.Settings, PluginSettings) and cls.Settings.model_config.get("extra") == "forbid"
+    assert cls.max_body_chars is None or cls.max_body_chars > 0
+    assert cls.send is not Channel.send, "a channel must implement send"
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+def test_secrets_are_masked_in_every_printed_form(name, tmp_path):
+    cls = CHANNELS[name]
+    secret_fields = [f for f, info in cls.Settings.model_fields.items()
+                     if info.annotation in (SecretStr, SecretStr | None)]
+    if not secret_fields:
+        assert all("secret" not in f and "password" not in f and "token" not in f
+                   for f in cls.Settings.model_fields), "a secret-looking setting that is not a SecretStr"
+        return
+    with HARNESS[name]() as settings:
+        settings = {**settings, **{f: "s3cr3t-value" for f in secret_fields}}
+        channel = cls(cls.Settings.model_validate(settings), context(tmp_path))
+        printed = f"{channel!r} {channel.settings!r} {channel.settings} {channel.settings.model_dump()}"
+        assert "s3cr3t-value" not in printed
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+def test_sends_one_and_a_batch_against_its_harness(name, tmp_path):
+    assert name in HARNESS, f"channel {name!r} has no harness in the contract suite"
+    cls = CHANNELS[name]
+    with HARNESS[name]() as settings:
+        channel = cls(cls.Settings.model_validate(settings), context(tmp_path))
+        one = channel.send(messages(cls, 1)[0])
+        assert isinstance(one, SendResult) and one.ok and one.provider_message_id, one
+        batch = messages(cls, min(cls.batch_size, 3) + 1)
+        results = channel.send_batch(batch)
+        assert len(results) == len(batch) and all(r.ok for r in results), results
+        channel.close()
+
+
+def test_the_suite_covers_every_registered_channel():
+    assert set(CHANNELS) <= set(HARNESS), f"no harness for {set(CHANNELS) - set(HARNESS)}"
+    assert {"smtp", "sandbox_sms"} <= set(CHANNELS)
