@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from chalicelib.clock import iso, parse_iso
+
 JSON = dict[str, Any]
 
 
@@ -283,6 +285,26 @@ class Product:
     image_url: str | None = None
     status: str = "active"
     updated_at: datetime | None = None
+
+
+def product_json(p: Product) -> dict[str, Any]:
+    return {
+        "product_id": p.product_id,
+        "variant_id": p.variant_id,
+        "title": p.title,
+        "price": p.price,
+        "currency": p.currency,
+        "stock": p.stock,
+        "categories": p.categories,
+        "url": p.url,
+        "image_url": p.image_url,
+        "status": p.status,
+        "updated_at": iso(p.updated_at) if p.updated_at else None,
+    }
+
+
+def product_from(d: dict[str, Any]) -> Product:
+    return Product(**{**d, "updated_at": parse_iso(d["updated_at"]) if d.get("updated_at") else None})
 
 
 @runtime_checkable

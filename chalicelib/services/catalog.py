@@ -43,7 +43,7 @@ class CatalogService:
         variant = item.variant_id or "-"
         before = self.catalog.get(item.product_id, variant)
         base = before or Product(product_id=item.product_id, variant_id=variant)
-        updates = {
+        updates: dict[str, Any] = {
             k: v
             for k, v in {
                 "title": item.title,

@@ -150,8 +150,8 @@ class IdentityResolver:
                 self._merge(other, target, ids)
         for kind, value in ids:
             if not self.profiles.link(kind, value, target):
-                owner = self.canonical(self.profiles.resolve(kind, value) or target)
-                if owner != target:
+                holder = self.canonical(self.profiles.resolve(kind, value) or target)
+                if holder != target:
                     log.info("identifier of kind %s stays with another profile (merge refused)", kind)
         return target
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from chalicelib.adapters.local.sqlite import Database
-from chalicelib.clock import iso, parse_iso
-from chalicelib.ports import Product
+from chalicelib.ports import Product, product_from, product_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalog (
@@ -15,26 +13,6 @@ CREATE TABLE IF NOT EXISTS catalog (
     PRIMARY KEY (product_id, variant_id)
 ) WITHOUT ROWID;
 """
-
-
-def product_json(p: Product) -> dict[str, Any]:
-    return {
-        "product_id": p.product_id,
-        "variant_id": p.variant_id,
-        "title": p.title,
-        "price": p.price,
-        "currency": p.currency,
-        "stock": p.stock,
-        "categories": p.categories,
-        "url": p.url,
-        "image_url": p.image_url,
-        "status": p.status,
-        "updated_at": iso(p.updated_at) if p.updated_at else None,
-    }
-
-
-def product_from(d: dict[str, Any]) -> Product:
-    return Product(**{**d, "updated_at": parse_iso(d["updated_at"]) if d.get("updated_at") else None})
 
 
 class SqliteCatalogStore:

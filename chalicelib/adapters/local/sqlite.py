@@ -126,9 +126,15 @@ class SqliteEventStore:
             self.db.execute(
                 "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
-                    event.source, event.message_id, event.type, event.profile_id,
-                    iso(event.received_at), iso(event.timestamp), event.event,
-                    _dumps(event.payload), int(event.processed),
+                    event.source,
+                    event.message_id,
+                    event.type,
+                    event.profile_id,
+                    iso(event.received_at),
+                    iso(event.timestamp),
+                    event.event,
+                    _dumps(event.payload),
+                    int(event.processed),
                 ),
             )
             == 1
@@ -136,9 +142,15 @@ class SqliteEventStore:
 
     def _row(self, r: tuple[Any, ...]) -> StoredEvent:
         return StoredEvent(
-            source=r[0], message_id=r[1], type=r[2], profile_id=r[3],
-            received_at=parse_iso(r[4]), timestamp=parse_iso(r[5]), event=r[6],
-            payload=json.loads(r[7]), processed=bool(r[8]),
+            source=r[0],
+            message_id=r[1],
+            type=r[2],
+            profile_id=r[3],
+            received_at=parse_iso(r[4]),
+            timestamp=parse_iso(r[5]),
+            event=r[6],
+            payload=json.loads(r[7]),
+            processed=bool(r[8]),
         )
 
     def get(self, source: str, message_id: str) -> StoredEvent | None:
@@ -173,14 +185,18 @@ class SqliteProfileStore:
             return None
         r = rows[0]
         return Profile(
-            profile_id=r[0], traits=json.loads(r[1]), identifiers=json.loads(r[2]),
+            profile_id=r[0],
+            traits=json.loads(r[1]),
+            identifiers=json.loads(r[2]),
             created_at=parse_iso(r[3]) if r[3] else None,
-            updated_at=parse_iso(r[4]) if r[4] else None, version=r[5],
+            updated_at=parse_iso(r[4]) if r[4] else None,
+            version=r[5],
         )
 
     def save(self, profile: Profile, expected_version: int) -> bool:
         values = (
-            _dumps(profile.traits), _dumps(profile.identifiers),
+            _dumps(profile.traits),
+            _dumps(profile.identifiers),
             iso(profile.created_at) if profile.created_at else None,
             iso(profile.updated_at) if profile.updated_at else None,
         )
@@ -222,9 +238,17 @@ class SqliteSendLedger:
             self.db.execute(
                 "INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
-                    entry.key, entry.profile_id, entry.journey, entry.step, entry.channel,
-                    entry.status, entry.reason, iso(entry.created_at), iso(entry.updated_at),
-                    entry.provider_message_id, _dumps(entry.detail),
+                    entry.key,
+                    entry.profile_id,
+                    entry.journey,
+                    entry.step,
+                    entry.channel,
+                    entry.status,
+                    entry.reason,
+                    iso(entry.created_at),
+                    iso(entry.updated_at),
+                    entry.provider_message_id,
+                    _dumps(entry.detail),
                 ),
             )
             == 1
@@ -261,9 +285,17 @@ class SqliteSendLedger:
 
     def _row(self, r: tuple[Any, ...]) -> LedgerEntry:
         return LedgerEntry(
-            key=r[0], profile_id=r[1], journey=r[2], step=r[3], channel=r[4], status=r[5],
-            reason=r[6], created_at=parse_iso(r[7]), updated_at=parse_iso(r[8]),
-            provider_message_id=r[9], detail=json.loads(r[10]),
+            key=r[0],
+            profile_id=r[1],
+            journey=r[2],
+            step=r[3],
+            channel=r[4],
+            status=r[5],
+            reason=r[6],
+            created_at=parse_iso(r[7]),
+            updated_at=parse_iso(r[8]),
+            provider_message_id=r[9],
+            detail=json.loads(r[10]),
         )
 
     def get(self, key: str) -> LedgerEntry | None:
@@ -286,8 +318,14 @@ class SqliteJourneyStore:
 
     def _values(self, s: JourneyState) -> tuple[Any, ...]:
         return (
-            s.profile_id, s.journey, s.entity, s.version, s.step, s.status,
-            iso(s.entered_at), _dumps(s.data),
+            s.profile_id,
+            s.journey,
+            s.entity,
+            s.version,
+            s.step,
+            s.status,
+            iso(s.entered_at),
+            _dumps(s.data),
         )
 
     def enter(self, state: JourneyState) -> bool:
@@ -300,8 +338,14 @@ class SqliteJourneyStore:
 
     def _row(self, r: tuple[Any, ...]) -> JourneyState:
         return JourneyState(
-            profile_id=r[0], journey=r[1], entity=r[2], version=r[3], step=r[4], status=r[5],
-            entered_at=parse_iso(r[6]), data=json.loads(r[7]),
+            profile_id=r[0],
+            journey=r[1],
+            entity=r[2],
+            version=r[3],
+            step=r[4],
+            status=r[5],
+            entered_at=parse_iso(r[6]),
+            data=json.loads(r[7]),
         )
 
     def get(self, profile_id: str, journey: str, entity: str) -> JourneyState | None:
