@@ -35,6 +35,101 @@ Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "exist
 
 
 class Leaf(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TraitRule(Leaf):
+    trait: str = Field(min_length=1)
+    op: Op = "exists"
+    value: Any = None
+
+
+class ComputedRule(Leaf):
+    computed: Literal[
+        "days_since_last_order",
+        "orders_count",
+        "total_spent",
+        "average_order_value",
+        "days_since_signup",
+        "orders_in_window",
+        "days_since_last_seen",
+    ]
+    op: Op = ">="
+    value: Any = None
+    window_days: float | None = Field(default=None, gt=0)
+
+
+class EventRule(Leaf):
+    event: str = Field(min_length=1)
+    within_days: float | None = Field(default=None, gt=0)
+    min_count: int = Field(default=1, ge=1)
+    max_count: int | None = Field(default=None, ge=0)
+    where: dict[str, Any] = Field(default_factory=dict)  # property equality, e.g. {"category": "Shoes"}
+
+
+class ScoreRule(Leaf):
+    score: str = Field(min_length=1)
+    op: Op = ">="
+    value: float | None = None
+
+
+class ConsentRule(Leaf):
+    consent: Literal["email", "sms", "push", "messenger"]
+    purpose: Literal["marketing", "transactional"] = "marketing"
+
+
+class AllRule(Leaf):
+    all: list[Rule] = Field(min_length=1)
+
+
+class AnyRule(Leaf):
+    any: list[Rule] = Field(min_length=1)
+
+
+class NotRule(Leaf):
+    not_: Rule = Field(alias="not")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Rule = Annotated[
+    TraitRule | ComputedRule | EventRule | ScoreRule | ConsentRule | AllRule | AnyRule | NotRule,
+    Field(union_mode="left_to_right"),
+]
+for _model in (AllRule, AnyRule, NotRule):
+    _model.model_rebuild()
+RULE: TypeAdapter[Any] = TypeAdapter(Rule)
+
+
+KINDS = ("trait", "computed", "event", "score", "consent", "all", "any", "not")
+
+
+def parse_rule(data: Any, where: str = "rule") -> Any:
+    """Validate a rule, with an error naming the path of the first problem."""
+    _check_shape(data, where)
+    try:
+        return RULE.validate_python(data)
+    except ValidationError as exc:  # pragma: no cover - _check_shape finds the first problem first
+        raise BadRequest(f"{where}: {exc.errors()[0]['msg']}", field=where) from exc
+
+
+def _check_shape(data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise BadRequest(f"{where}: a rule must be an object with one of {', '.join(KINDS)}", field=where)
+    kinds = [k for k in KINDS if k in data]
+    if len(kinds) != 1:
+        raise BadRequest(f"{where}: a rule needs exactly one of {', '.join(KINDS)} (got {sorted(data)})", field=where)
+    kind = kinds[0]
+    if kind in ("all", "any"):
+        items = data[kind]
+        if not isinstance(items, list) or not items:
+            raise BadRequest(f"{where}.{kind}: must be a non-empty list of rules", field=f"{where}.{kind}")
+        for i, item in enumerate(items):
+            _check_shape(item, f"{where}.{kind}[{i}]")
+        return
+    if kind == "not":
+        _check_shape(data["not"], f"{where}.not")
+        return
     leaves: dict[str, type[BaseModel]] = {
         "trait": TraitRule,
         "computed": ComputedRule,
