@@ -10,15 +10,24 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
 from chalicelib.errors import NotFound, OmnicastError
-from chalicelib.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from chalicelib.runtime import Runtime
 
 app = Chalice(app_name="omnicast")
+
+
+def get_runtime() -> Runtime:
+    # imported on the first request, not at import: a cold start that serves /health stays small
+    from chalicelib.runtime import get_runtime as runtime
+
+    return runtime()
 QUEUE_PREFIX = os.environ.get("OMNICAST_AWS__QUEUE_PREFIX", "omnicast-")
 SEGMENT_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, load_settings
@@ -17,15 +18,20 @@ from chalicelib.plugin_api import Channel, ChannelContext
 from chalicelib.plugin_host import PluginHost
 from chalicelib.ports import Stores
 from chalicelib.services.admin import AdminService
-from chalicelib.services.catalog import CatalogService
 from chalicelib.services.consent import ConsentService
 from chalicelib.services.credentials import Credentials
-from chalicelib.services.ingest import INGEST_QUEUE, EventProcessor, IngestService
-from chalicelib.services.journeys import SEND_QUEUE, JourneyEngine, JourneyRegistry
-from chalicelib.services.send import SendService
-from chalicelib.services.webhooks import WebhookProcessor, WebhookService, WebhookSources
+from chalicelib.services.ingest import INGEST_QUEUE, IngestService
+from chalicelib.services.webhooks import WebhookService, WebhookSources
+
+if TYPE_CHECKING:
+    from chalicelib.services.catalog import CatalogService
+    from chalicelib.services.ingest import EventProcessor
+    from chalicelib.services.journeys import JourneyEngine
+    from chalicelib.services.send import SendService
+    from chalicelib.services.webhooks import WebhookProcessor
 
 log = logging.getLogger("omnicast.runtime")
+SEND_QUEUE = "send"
 QUEUES = (INGEST_QUEUE, SEND_QUEUE)
 
 
@@ -62,36 +68,59 @@ class Runtime:
         self.credentials = Credentials(self.stores.secrets, self.clock)
         self._channels: dict[str, Channel] = {}
         self._channel_lock = threading.Lock()
+        # the HTTP function needs only these; the workers' services are built on first use,
+        # so an API cold start never imports the template engine or parses the journey library
+        self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
+        self.sources = WebhookSources(self.host, settings)
+        self.webhooks = WebhookService(
+            self.sources, self.credentials, self.stores.queue, self.stores.blobs, self.clock, settings.max_body_bytes
+        )
+        self.consent = ConsentService(self.stores.profiles, self.credentials, self.clock)
+        self.admin = AdminService(self.stores)
+
+    @cached_property
+    def journeys(self) -> JourneyEngine:
+        from chalicelib.services.journeys import JourneyEngine, JourneyRegistry
+
         registry = JourneyRegistry()
-        for name in settings.journeys.disabled:
+        for name in self.settings.journeys.disabled:
             registry.paused.add(name)
-        self.journeys = JourneyEngine(
+        return JourneyEngine(
             self.stores.journeys,
             self.stores.queue,
             self.clock,
             profiles=self.stores.profiles,
             events=self.stores.events,
             registry=registry,
-            default_timezone=settings.send_policy.default_timezone,
+            default_timezone=self.settings.send_policy.default_timezone,
         )
-        self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
-        self.processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
-        self.catalog = (
-            CatalogService(self.stores.catalog, self.stores.events, on_event=self.journeys.on_catalog_event)
-            if self.stores.catalog
-            else None
-        )
-        self.sources = WebhookSources(self.host, settings)
-        self.webhooks = WebhookService(
-            self.sources, self.credentials, self.stores.queue, self.stores.blobs, self.clock, settings.max_body_bytes
-        )
-        self.webhook_processor = WebhookProcessor(
-            self.sources, self.stores.events, self.stores.blobs, self.processor, self.catalog
-        )
-        self.consent = ConsentService(self.stores.profiles, self.credentials, self.clock)
-        self.admin = AdminService(self.stores)
-        self.sender = SendService(
-            settings=settings,
+
+    @cached_property
+    def processor(self) -> EventProcessor:
+        from chalicelib.services.ingest import EventProcessor
+
+        return EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
+
+    @cached_property
+    def catalog(self) -> CatalogService | None:
+        from chalicelib.services.catalog import CatalogService
+
+        if self.stores.catalog is None:
+            return None
+        return CatalogService(self.stores.catalog, self.stores.events, on_event=self.journeys.on_catalog_event)
+
+    @cached_property
+    def webhook_processor(self) -> WebhookProcessor:
+        from chalicelib.services.webhooks import WebhookProcessor
+
+        return WebhookProcessor(self.sources, self.stores.events, self.stores.blobs, self.processor, self.catalog)
+
+    @cached_property
+    def sender(self) -> SendService:
+        from chalicelib.services.send import SendService
+
+        return SendService(
+            settings=self.settings,
             clock=self.clock,
             profiles=self.stores.profiles,
             ledger=self.stores.ledger,

@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.clock import Clock, iso, parse_iso
 from chalicelib.errors import BadRequest, PayloadTooLarge
@@ -21,7 +21,9 @@ from chalicelib.plugin_host import PluginHost
 from chalicelib.ports import EventStore, Profile, ProfileStore, Queue, StoredEvent
 from chalicelib.services.credentials import Credentials
 from chalicelib.services.identity import IdentityResolver, identifiers
-from chalicelib.services.journeys import JourneyEngine
+
+if TYPE_CHECKING:
+    from chalicelib.services.journeys import JourneyEngine
 
 log = logging.getLogger("omnicast.ingest")
 INGEST_QUEUE = "ingest"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.clock import Clock, iso, parse_iso
 from chalicelib.config import Settings
@@ -25,9 +25,12 @@ from chalicelib.events import parse_call, to_payload
 from chalicelib.plugin_api import EventSource, SignatureError, WebhookRequest
 from chalicelib.plugin_host import PluginHost, plugin_settings
 from chalicelib.ports import BlobStore, EventStore, Queue, StoredEvent
-from chalicelib.services.catalog import CatalogService
 from chalicelib.services.credentials import Credentials
-from chalicelib.services.ingest import INGEST_QUEUE, EventProcessor
+from chalicelib.services.ingest import INGEST_QUEUE
+
+if TYPE_CHECKING:
+    from chalicelib.services.catalog import CatalogService
+    from chalicelib.services.ingest import EventProcessor
 
 log = logging.getLogger("omnicast.webhooks")
 INLINE_BODY_LIMIT = 200_000  # SQS messages stop at 256 KiB; larger bodies travel through the blob store
