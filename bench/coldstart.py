@@ -76,4 +76,5 @@ def main() -> None:
     print(f"  {'baseline: import chalice, boto3, pydantic + Chalice()':<52} {base_ms:8.1f} ms  "
           f"({bases[0]['modules']} modules)")
     print(f"  ratio omnicast / baseline: {app_ms / base_ms:.2f}")
-    print(f"  heavy modules loaded on the HTTP path: {apps[0]['heavy'] or 'none'} (numpy, scipy, sklearn must be absent)")
+    heavy = apps[0]["heavy"] or "none"
+    print(f"  heavy modules loaded on the HTTP path: {heavy} (numpy, scipy, sklearn must be absent)")

@@ -7,7 +7,6 @@ connection may succeed later; a 5xx reply will not.
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -108,7 +107,7 @@ class SmtpChannel(Channel):
             for message in messages:
                 try:
                     results.append(self._one(conn, message))
-                except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as exc:
+                except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
                     results.append(SendResult.failed(f"connection lost: {type(exc).__name__}", retryable=True))
                     break
         finally:

@@ -25,7 +25,7 @@ def test_identify_sends_one_welcome_email_over_smtp_and_records_why(api, smtp_se
     api.runtime.drain()
 
     assert len(smtp_server.messages) == 1
-    mail_from, rcpt, msg = smtp_server.messages[0]
+    _mail_from, rcpt, msg = smtp_server.messages[0]
     assert rcpt == ["ann@example.com"]  # normalised
     assert msg["Subject"] == "Welcome to Omnicast Demo Shop, Ann!"
     assert msg.get_content_type() == "multipart/alternative"
@@ -110,7 +110,7 @@ def test_one_click_unsubscribe_stops_marketing(api, smtp_server, clock):
     clock.advance(timedelta(days=3))
     api.runtime.drain()
     assert len(smtp_server.messages) == 1
-    tips = [e for e in api.runtime.stores.ledger.all() if e.step == "tips_email"][0]
+    tips = next(e for e in api.runtime.stores.ledger.all() if e.step == "tips_email")
     assert tips.status == "skipped" and "unsubscribed from email marketing" in tips.reason
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     r = api.client.http.post(f"{url.path}?token={tampered}", headers={"Content-Type": "text/plain"}, body="")

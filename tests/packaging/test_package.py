@@ -77,7 +77,7 @@ def package(tmp_path_factory):
 
 
 def test_package_sizes_stay_within_lambda_limits(package):
-    report, out, _ = package
+    report, _out, _ = package
     assert report["zip_mb"] * 2**20 < ZIP_LIMIT and report["unzipped_mb"] * 2**20 < UNZIPPED_LIMIT
     assert sorted(report["plugins"]) == sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 

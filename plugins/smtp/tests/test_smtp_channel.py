@@ -27,13 +27,13 @@ class Handler:
         self.sessions: set = set()
         self.rcpt_reply = rcpt_reply
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_reply:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         self.sessions.add(id(session))
         self.received.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
