@@ -1,6 +1,8 @@
 # Quick start: `make demo` runs the main job on the embedded default; `make test` runs the tests.
 # Each target does its own set-up on a fresh machine (a .venv made with Python 3.12).
-PY ?= $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)
+# the first python3.12 that actually runs (a pyenv shim may exist without a 3.12 selected)
+PY ?= $(shell for c in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
