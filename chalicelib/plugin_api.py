@@ -266,6 +266,9 @@ class CatalogItem:
     url: str | None = None
     image_url: str | None = None
     status: str | None = None  # active, draft, archived
+    # platforms that count stock per inventory item (Shopify): an item with only this and
+    # ``stock`` updates the variant a product webhook linked to it
+    inventory_item_id: str | None = None
 
 
 class EventSource:

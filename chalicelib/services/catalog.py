@@ -9,6 +9,7 @@ source "catalog", deduplicated like every other event.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 from chalicelib.clock import iso
 from chalicelib.plugin_api import CatalogItem
 from chalicelib.ports import CatalogStore, EventStore, Product, StoredEvent
+
+log = logging.getLogger("omnicast.catalog")
+INVENTORY = "_inventory_item"  # catalog rows that map an inventory item id to its variant
 
 
 def _changes(before: Product | None, after: Product) -> list[tuple[str, dict[str, Any]]]:
@@ -40,6 +44,17 @@ class CatalogService:
 
     def apply(self, source: str, item: CatalogItem, at: datetime) -> list[str]:
         """Merge one catalog item (None fields keep what we had); returns the events emitted."""
+        if item.inventory_item_id and item.product_id:
+            # remember which variant this inventory item counts, for inventory-only webhooks
+            self.catalog.put(Product(product_id=INVENTORY, variant_id=item.inventory_item_id,
+                                     title=f"{item.product_id}|{item.variant_id or '-'}", status="index"))
+        elif item.inventory_item_id:
+            link = self.catalog.get(INVENTORY, item.inventory_item_id)
+            if link is None:
+                log.info("stock for an inventory item no product webhook has named yet: ignored")
+                return []
+            product_id, variant_id = link.title.split("|", 1)
+            item = replace(item, product_id=product_id, variant_id=variant_id, inventory_item_id=None)
         variant = item.variant_id or "-"
         before = self.catalog.get(item.product_id, variant)
         base = before or Product(product_id=item.product_id, variant_id=variant)
