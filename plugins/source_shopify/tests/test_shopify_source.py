@@ -61,7 +61,8 @@ def source():
 
 
 def test_known_answer_vector():
-    req = request(b'{"id":1}', "orders/create", sig=vectors()["kat"]["shopify X-Shopify-Hmac-Sha256 over b'{\"id\":1}'"])
+    kat = vectors()["kat"]["shopify X-Shopify-Hmac-Sha256 over b'{\"id\":1}'"]
+    req = request(b'{"id":1}', "orders/create", sig=kat)
     source().verify(req, [secret()])
 
 
