@@ -8,7 +8,7 @@ as a ping and ignored; anything else unsigned is refused. Delivery ids come from
 
 | topic | canonical event |
 |---|---|
-| order.created / order.updated, status processing or completed | Order Completed (once per order: the ledger and order counts key on order_id) |
+| order.*, status processing or completed | Order Completed (journeys and order counts key on order_id) |
 | order.*, status cancelled | Order Cancelled |
 | order.*, status refunded | Order Refunded |
 | order.*, other statuses (pending, on-hold, failed) | Order Updated |
@@ -136,7 +136,9 @@ class WooCommerce(EventSource):
         when = gmt(order.get("date_paid_gmt") if name == "Order Completed" else order.get("date_modified_gmt"))
         event: dict[str, Any] = {
             "type": "track", "event": name,
-            "anonymousId": f"woocommerce:customer:{customer_id}" if customer_id else f"woocommerce:order:{order.get('id')}",
+            "anonymousId": (
+                f"woocommerce:customer:{customer_id}" if customer_id else f"woocommerce:order:{order.get('id')}"
+            ),
             "properties": {k: v for k, v in props.items() if v is not None},
             "context": {**context, "externalIds": self._ids(customer_id, email)},
         }
