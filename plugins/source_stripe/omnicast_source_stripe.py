@@ -128,9 +128,9 @@ class Stripe(EventSource):
             email = obj.get("email")
             traits = {"email": email.strip().lower() if isinstance(email, str) else None, "name": obj.get("name"),
                       "phone": obj.get("phone")}
+            ids = self._ids(obj.get("id"), traits["email"], obj.get("phone"))
             mapped = {"type": "identify", "anonymousId": f"stripe:customer:{obj.get('id')}",
-                      "traits": {k: v for k, v in traits.items() if v},
-                      "context": {**context, "externalIds": self._ids(obj.get("id"), traits["email"], obj.get("phone"))}}
+                      "traits": {k: v for k, v in traits.items() if v}, "context": {**context, "externalIds": ids}}
         elif kind == "invoice.payment_succeeded":
             mapped = self._track("Order Completed", obj.get("customer"), obj.get("customer_email"), {
                 "order_id": obj.get("id"), "total": amount(obj.get("amount_paid"), obj.get("currency")),
