@@ -114,7 +114,7 @@ def test_every_fixture_is_accepted_and_lands_once(shop):
         posted.append((source, headers))
     runtime.drain()
     raw = {s: 0 for s in ("shopify", "woocommerce", "stripe", "bigcommerce")}
-    for source, headers in posted:
+    for source, _headers in posted:
         raw[source] += 1
     db = runtime.stores.events.db
     stored_raw = dict(db.query("SELECT source, COUNT(*) FROM events WHERE source LIKE 'raw:%' GROUP BY source"))
