@@ -17,6 +17,8 @@ Conventions shared by every port:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -334,3 +336,6 @@ class Stores:
     blobs: BlobStore
     secrets: Secrets
     catalog: CatalogStore | None = None  # products, variants, prices, stock
+    # a unit of work around a worker batch where the adapter has transactions (SQLite):
+    # nested calls are savepoints. None where each write stands alone (DynamoDB).
+    transaction: Callable[[], AbstractContextManager[Any]] | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -152,14 +153,23 @@ class Runtime:
     def work(self, queue: str, max_messages: int = 10) -> int:
         """Receive and process one batch from ``queue``; acknowledged only on success."""
         done = 0
-        for msg in self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60):
-            try:
-                self.handle_message(queue, msg.body)
-            except Exception:
-                log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
-                continue
-            self.stores.queue.ack(queue, msg.receipt)
-            done += 1
+        messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60)
+        if not messages:
+            return 0
+        # ingest work is all storage: one transaction per batch where the adapter has them
+        # (each message a savepoint, acknowledged in the same commit). Sends talk to
+        # providers, so they never hold a transaction open.
+        tx = self.stores.transaction if queue == INGEST_QUEUE and self.stores.transaction else nullcontext
+        with tx():
+            for msg in messages:
+                try:
+                    with tx():
+                        self.handle_message(queue, msg.body)
+                        self.stores.queue.ack(queue, msg.receipt)
+                except Exception:
+                    log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
+                    continue
+                done += 1
         return done
 
     def tick(self, limit: int = 500) -> int:

@@ -149,6 +149,8 @@ class IdentityResolver:
             if other != target:
                 self._merge(other, target, ids)
         for kind, value in ids:
+            if owners.get((kind, value)) == target:
+                continue  # already points here
             if not self.profiles.link(kind, value, target):
                 holder = self.canonical(self.profiles.resolve(kind, value) or target)
                 if holder != target:

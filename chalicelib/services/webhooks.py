@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("omnicast.webhooks")
 INLINE_BODY_LIMIT = 200_000  # SQS messages stop at 256 KiB; larger bodies travel through the blob store
+RAW_INLINE_LIMIT = 100_000  # DynamoDB items stop at 400 KB; larger raw bodies go to the blob store
 DROPPED_HEADERS = {"authorization", "cookie", "x-forwarded-for", "x-real-ip"}
 
 
@@ -149,7 +150,19 @@ class WebhookProcessor:
         name = message["source"]
         received_at = parse_iso(message["received_at"])
         body = self._body(message)
-        raw_key = f"raw/{name}/{received_at:%Y/%m/%d}/{message['delivery_id']}.json"
+        # the raw delivery is kept for audit and replay: in the event record itself when it is
+        # small (no extra write), in the blob store when it is large (an item has size limits)
+        payload: dict[str, Any] = {
+            "topic": message["topic"],
+            "event_id": message.get("event_id"),
+            "headers": message["headers"],
+        }
+        text = body.decode("utf-8", "replace")
+        raw_key = None
+        if len(body) <= RAW_INLINE_LIMIT:
+            payload["body"] = text
+        else:
+            raw_key = payload["raw"] = f"raw/{name}/{received_at:%Y/%m/%d}/{message['delivery_id']}.json"
         record = StoredEvent(
             message_id=message["delivery_id"],
             type="webhook",
@@ -158,17 +171,15 @@ class WebhookProcessor:
             timestamp=received_at,
             event=message["topic"],
             source=f"raw:{name}",
-            payload={"topic": message["topic"], "event_id": message.get("event_id"), "raw": raw_key},
+            payload=payload,
         )
         if not self.events.append(record):
             existing = self.events.get(record.source, record.message_id)
             if existing is not None and existing.processed:
                 return False
-        self.blobs.put(
-            raw_key,
-            json.dumps({"headers": message["headers"], "body": body.decode("utf-8", "replace")}).encode(),
-            content_type="application/json",
-        )
+        if raw_key:
+            kept = json.dumps({"headers": message["headers"], "body": text}).encode()
+            self.blobs.put(raw_key, kept, content_type="application/json")
         if message.get("event_id"):
             # one merchant action delivered twice (two subscriptions, a resend): apply it once
             action = StoredEvent(

@@ -34,7 +34,7 @@ def _s(value: str) -> dict[str, str]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(value, separators=(",", ":"))
 
 
 class _Table:

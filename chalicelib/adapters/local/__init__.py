@@ -45,6 +45,7 @@ def local_stores(data_dir: str | Path | None) -> Stores:
         blobs=blobs,
         secrets=SqliteSecrets(db),
         catalog=SqliteCatalogStore(db),
+        transaction=db.tx,
     )
 
 

@@ -81,6 +81,7 @@ class Database:
         self.path = str(path)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self.lock = threading.RLock()
+        self._savepoints = 0
         with self.lock:
             if self.path != ":memory:":
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -89,8 +90,24 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE), committed on success."""
+        """A write transaction (BEGIN IMMEDIATE), committed on success.
+
+        Nested use (a worker batch around per-message units) becomes a SAVEPOINT, so one
+        failing message rolls back alone while the batch commits once.
+        """
         with self.lock:
+            if self.conn.in_transaction:
+                self._savepoints += 1
+                name = f"sp{self._savepoints}"
+                self.conn.execute(f"SAVEPOINT {name}")
+                try:
+                    yield self.conn
+                except BaseException:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                    raise
+                self.conn.execute(f"RELEASE {name}")
+                return
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
@@ -113,7 +130,7 @@ class Database:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(value, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- events
@@ -221,7 +238,8 @@ class SqliteProfileStore:
         return rows[0][0] if rows else None
 
     def link(self, kind: str, value: str, profile_id: str) -> bool:
-        self.db.execute("INSERT INTO identities VALUES (?,?,?) ON CONFLICT DO NOTHING", (kind, value, profile_id))
+        if self.db.execute("INSERT INTO identities VALUES (?,?,?) ON CONFLICT DO NOTHING", (kind, value, profile_id)):
+            return True
         return self.resolve(kind, value) == profile_id
 
     def count(self) -> int:
