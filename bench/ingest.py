@@ -26,15 +26,17 @@ from typing import Any
 N = int(os.environ.get("BENCH_INGEST_EVENTS", "3000"))
 SECRET = "bench-shopify-secret"
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "webhooks" / "shopify__orders_create__docs-sample-2026-04__gadget-metadata.json"
+FIXTURE = (ROOT.parent / "shared" / "fixtures" / "webhooks"
+           / "shopify__orders_create__docs-sample-2026-04__gadget-metadata.json")
 
 
 def template() -> dict[str, Any]:
     if FIXTURE.is_file():
         return dict(json.loads(FIXTURE.read_text())["response"])
     # the same shape, trimmed, when ../shared is not beside the project
-    return {"id": 1, "email": "x@example.com", "currency": "USD", "total_price": "404.95", "subtotal_price": "398.00",
-            "total_tax": "6.95", "created_at": "2026-03-02T10:00:00-05:00", "customer": {"id": 1, "email": "x@example.com"},
+    return {"id": 1, "email": "x@example.com", "currency": "USD", "total_price": "404.95",
+            "subtotal_price": "398.00", "total_tax": "6.95", "created_at": "2026-03-02T10:00:00-05:00",
+            "customer": {"id": 1, "email": "x@example.com"},
             "line_items": [{"product_id": 632910392, "variant_id": 808950810, "title": "IPod Nano", "price": "199.00",
                             "quantity": 2, "sku": "IPOD2008PINK"}]}
 

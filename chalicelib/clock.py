@@ -50,7 +50,8 @@ class ManualClock:
 
 def iso(dt: datetime) -> str:
     """A sortable UTC timestamp with microseconds, used as a key component in every store."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; same text: 2026-03-02T10:00:00.000000Z
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(value: str) -> datetime:
