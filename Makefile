@@ -31,5 +31,9 @@ lint: setup
 bench: setup
 	$(BIN)/python -m bench
 
+STAGE ?= dev
+package: setup
+	$(BIN)/python -m infra.build --stage $(STAGE) --out build/$(STAGE)
+
 clean:
 	rm -rf $(VENV) .omnicast build vendor .chalice/deployments
