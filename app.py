@@ -158,3 +158,9 @@ def send_worker(event: Any) -> None:
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def timers(event: Any) -> dict[str, int]:
     return {"fired": get_runtime().tick()}
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS))
+def segment_sweep(event: Any) -> dict[str, int]:
+    # time alone moves people between segments ("no order for 90 days"): re-evaluate daily
+    return {"changed": get_runtime().segments.sweep()}

@@ -85,7 +85,7 @@ def whole_path(bodies: list[bytes]) -> float:
     while rt.work("ingest", max_messages=100):
         pass
     elapsed = time.perf_counter() - start
-    assert rt.stores.events.count() >= 2 * len(bodies)  # raw delivery + canonical event each
+    assert rt.stores.events.count("shopify") == len(bodies) == rt.stores.events.count("raw:shopify")
     return elapsed
 
 

@@ -63,8 +63,8 @@ class EventStore(Protocol):
         """The profile's processed events, oldest first by ``timestamp``, at most ``limit``."""
         ...
 
-    def count(self) -> int:
-        """How many events are stored (for reports and tests)."""
+    def count(self, source: str | None = None) -> int:
+        """How many events are stored, of one source or of all (reports and tests)."""
         ...
 
 
@@ -104,6 +104,13 @@ class ProfileStore(Protocol):
         ...
 
     def count(self) -> int: ...
+
+    def scan(self, cursor: str | None = None, limit: int = 1000) -> tuple[list[Profile], str | None]:
+        """A page of profiles and the cursor of the next page (None at the end).
+
+        For sweeps and previews; the order is stable but unspecified.
+        """
+        ...
 
 
 # --------------------------------------------------------------------------- send ledger

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from chalicelib.services.catalog import CatalogService
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
+    from chalicelib.services.segments import SegmentService
     from chalicelib.services.send import SendService
     from chalicelib.services.webhooks import WebhookProcessor
 
@@ -100,7 +101,16 @@ class Runtime:
     def processor(self) -> EventProcessor:
         from chalicelib.services.ingest import EventProcessor
 
-        return EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
+        processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
+        processor.after_event = lambda profile: self.segments.update(profile.profile_id)
+        return processor
+
+    @cached_property
+    def segments(self) -> SegmentService:
+        from chalicelib.services.segments import SegmentService
+
+        return SegmentService(self.stores.profiles, self.stores.events, self.stores.blobs, self.clock,
+                              on_change=self.journeys.on_segment)
 
     @cached_property
     def catalog(self) -> CatalogService | None:

@@ -117,6 +117,7 @@ class EventProcessor:
         self.journeys = journeys
         self.clock = clock
         self.identity = IdentityResolver(profiles, clock)
+        self.after_event: Any = None  # segments: re-evaluated after each applied event
 
     def handle(self, message: dict[str, Any]) -> bool:
         """Apply one queued event. Returns False if it was a duplicate already applied."""
@@ -142,6 +143,8 @@ class EventProcessor:
         self.host.event_received(stored, profile)
         if message.get("trigger_journeys", True):  # imports and replays never start journeys
             self.journeys.on_event(stored, profile)
+            if self.after_event is not None:
+                self.after_event(profile)
         return True
 
     def _apply(self, event: StoredEvent) -> Profile:

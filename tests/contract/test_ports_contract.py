@@ -48,6 +48,19 @@ def test_profiles_save_with_optimistic_concurrency(stores):
     assert got.created_at == T0 and stores.profiles.count() == 1
 
 
+def test_profiles_scan_in_pages(stores):
+    for i in range(7):
+        stores.profiles.save(Profile(f"p{i}", traits={"i": i}), 0)
+    seen, cursor = [], None
+    for _ in range(20):
+        page, cursor = stores.profiles.scan(cursor, limit=3)
+        seen.extend(p.profile_id for p in page)
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"p{i}" for i in range(7)]
+    assert all(p.traits == {"i": int(p.profile_id[1:])} for p in stores.profiles.scan(None, 10)[0])
+
+
 def test_identifiers_link_first_wins(stores):
     assert stores.profiles.resolve("email", "a@b.c") is None
     assert stores.profiles.link("email", "a@b.c", "p1") is True

@@ -55,7 +55,7 @@ record = {"messageId": "sqs-1", "receiptHandle": msg.receipt, "body": json.dumps
           "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
           "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:omnicast-dev-ingest", "awsRegion": "us-east-1"}
 app.ingest_worker({"Records": [record]}, None)
-out["events_stored"] = rt.stores.events.count()
+out["events_stored"] = rt.stores.events.count("segment")
 info = rt.host.describe()
 out["plugins"] = {p["name"]: p["version"] for p in info["plugins"]}
 out["channels"] = sorted(info["channels"])

@@ -153,8 +153,8 @@ class DynamoEventStore(_Table):
         )["Items"]
         return [self._event(i) for i in items]
 
-    def count(self) -> int:
-        n = self.scan_prefix("EVT#", count_only=True)
+    def count(self, source: str | None = None) -> int:
+        n = self.scan_prefix(f"EVT#{source}#" if source else "EVT#", count_only=True)
         assert isinstance(n, int)
         return n
 
@@ -214,6 +214,24 @@ class DynamoProfileStore(_Table):
         n = self.scan_prefix("PROF#", count_only=True)
         assert isinstance(n, int)
         return n
+
+    def scan(self, cursor: str | None = None, limit: int = 1000) -> tuple[list[Profile], str | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":p": _s("PROF#")},
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = json.loads(cursor)
+        page = self.ddb.scan(**kwargs)
+        profiles = []
+        for item in page.get("Items", []):
+            profile = self.get(item["pk"]["S"][5:])
+            if profile is not None:
+                profiles.append(profile)
+        last = page.get("LastEvaluatedKey")
+        return profiles, json.dumps(last) if last else None
 
 
 # --------------------------------------------------------------------------- ledger

@@ -187,8 +187,10 @@ class SqliteEventStore:
         )
         return [self._row(r) for r in rows]
 
-    def count(self) -> int:
-        return int(self.db.query("SELECT COUNT(*) FROM events")[0][0])
+    def count(self, source: str | None = None) -> int:
+        if source is None:
+            return int(self.db.query("SELECT COUNT(*) FROM events")[0][0])
+        return int(self.db.query("SELECT COUNT(*) FROM events WHERE source = ?", (source,))[0][0])
 
 
 # --------------------------------------------------------------------------- profiles
@@ -244,6 +246,20 @@ class SqliteProfileStore:
 
     def count(self) -> int:
         return int(self.db.query("SELECT COUNT(*) FROM profiles")[0][0])
+
+    def _profile(self, r: tuple[Any, ...]) -> Profile:
+        return Profile(
+            profile_id=r[0], traits=json.loads(r[1]), identifiers=json.loads(r[2]),
+            created_at=parse_iso(r[3]) if r[3] else None, updated_at=parse_iso(r[4]) if r[4] else None,
+            version=r[5],
+        )
+
+    def scan(self, cursor: str | None = None, limit: int = 1000) -> tuple[list[Profile], str | None]:
+        rows = self.db.query(
+            "SELECT * FROM profiles WHERE profile_id > ? ORDER BY profile_id LIMIT ?", (cursor or "", limit)
+        )
+        page = [self._profile(r) for r in rows]
+        return page, (page[-1].profile_id if len(page) == limit else None)
 
 
 # --------------------------------------------------------------------------- ledger
