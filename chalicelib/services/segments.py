@@ -296,7 +296,8 @@ def to_sql(rule: Any, now: datetime) -> tuple[str, list[Any]] | None:
                 cutoff = iso(now - timedelta(days=float(rule.value)))
                 flipped = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "=", "!=": "!="}[rule.op]
                 expr, params = _trait("last_order_at")
-                return f"({expr} IS NOT NULL AND {expr} {flipped} ?)", [*params, *params, cutoff]
+                # julianday: timestamps written in different ISO forms still compare as times
+                return f"julianday({expr}) {flipped} julianday(?)", [*params, cutoff]
             return None
         case ConsentRule():
             address = {"email": "email", "sms": "phone", "push": "push_token", "messenger": "chat_id"}[rule.consent]

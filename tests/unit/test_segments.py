@@ -1,0 +1,96 @@
+"""Segments: membership follows events, enter/exit are events, previews agree with evaluation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib.errors import BadRequest
+from chalicelib.ports import Profile
+from chalicelib.services.rules import Facts, evaluate, parse_rule
+from tests.unit.test_journeys import customer, emit, later
+
+
+@pytest.fixture
+def rt(rec_runtime):
+    return rec_runtime(journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+
+
+def segments_of(rt, user):
+    return rt.stores.profiles.get(rt.stores.profiles.resolve("user_id", user)).traits.get("_segments")
+
+
+def test_membership_updates_as_events_arrive_and_entering_is_an_event(rt):
+    customer(rt)
+    assert segments_of(rt, "u1") == ["subscribers"]
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "o1", "total": 600})
+    assert segments_of(rt, "u1") == ["customers", "subscribers", "vip"]
+    pid = rt.stores.profiles.resolve("user_id", "u1")
+    entered = [e.payload["properties"]["segment"] for e in rt.stores.events.for_profile(pid)
+               if e.event == "Segment Entered"]
+    assert entered == ["subscribers", "customers", "vip"]
+
+
+def test_time_alone_moves_customers_and_the_sweep_starts_win_back(rt, outbox):
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "o1", "total": 20})
+    later(rt, days=89)
+    assert rt.segments.sweep() == 0
+    later(rt, days=2)
+    assert rt.segments.sweep() == 1
+    rt.drain()
+    assert "lapsed_customers" in segments_of(rt, "u1")
+    assert any(m.subject.startswith("We miss you") for m in outbox.to("email"))
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"order_id": "o2", "total": 20})
+    assert "lapsed_customers" not in segments_of(rt, "u1")  # an order brings them back at once
+    pid = rt.stores.profiles.resolve("user_id", "u1")
+    assert any(e.event == "Segment Exited" for e in rt.stores.events.for_profile(pid))
+
+
+def test_custom_segments_are_validated_saved_and_reloaded(rt):
+    with pytest.raises(BadRequest, match="rule.all\\[0\\]"):
+        rt.segments.save({"name": "bad", "rule": {"all": [{"trate": "x"}]}})
+    rt.segments.save({"name": "big_spenders", "rule": {"computed": "total_spent", "op": ">", "value": 100}})
+    from chalicelib.services.segments import SegmentService
+
+    again = SegmentService(rt.stores.profiles, rt.stores.events, rt.stores.blobs, rt.clock)
+    assert "big_spenders" in again.segments
+
+
+RULES = [
+    {"trait": "country", "op": "=", "value": "FR"},
+    {"all": [{"computed": "orders_count", "op": ">=", "value": 2}, {"consent": "email"}]},
+    {"any": [{"computed": "total_spent", "op": ">", "value": 300}, {"not": {"trait": "email", "op": "exists"}}]},
+    {"computed": "days_since_last_order", "op": ">=", "value": 30},
+    {"all": [{"trait": "tier", "op": "in", "value": ["gold", "silver"]}, {"consent": "sms"}]},
+]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_sql_preview_agrees_with_evaluation(rt, rule):
+    now = rt.clock.now()
+    for i in range(60):
+        traits = {"country": ["FR", "DE", "US"][i % 3], "orders_count": i % 4, "total_spent": i * 10.0,
+                  "tier": ["gold", "silver", "bronze"][i % 3]}
+        if i % 5:
+            traits["email"] = f"p{i}@example.com"
+        if i % 7 == 0:
+            traits["consent"] = {"email": "unsubscribed", "sms": "subscribed"}
+            traits["phone"] = "+14155552671"
+        if i % 4:
+            traits["last_order_at"] = (now - timedelta(days=i)).isoformat().replace("+00:00", "Z")
+        rt.stores.profiles.save(Profile(f"p{i:02d}", traits=traits), 0)
+    preview = rt.segments.preview(rule, sample=5)
+    parsed = parse_rule(rule)
+    expected = sorted(p.profile_id for p in rt.stores.profiles.scan(None, 1000)[0]
+                      if evaluate(parsed, Facts(p, [], {}, now)))
+    assert preview.method == "sql" and preview.count == len(expected) and preview.count > 0
+    assert set(preview.sample) <= set(expected)
+
+
+def test_event_rules_fall_back_to_a_scan(rt):
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Product Viewed", properties={"product_id": "p1"})
+    preview = rt.segments.preview({"event": "Product Viewed", "within_days": 7})
+    assert preview.method == "scan" and preview.count == 1
