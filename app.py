@@ -6,70 +6,21 @@ is built on the first request, so cold starts stay small and moto can start firs
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalice import Chalice, Rate, Response
-from chalice.app import Request
 
-from chalicelib.errors import NotFound, OmnicastError
-
-if TYPE_CHECKING:
-    from chalicelib.runtime import Runtime
+from chalicelib.admin_routes import admin
+from chalicelib.errors import NotFound
+from chalicelib.http import Http, answers_errors, get_runtime
 
 app = Chalice(app_name="omnicast")
-
-
-def get_runtime() -> Runtime:
-    # imported on the first request, not at import: a cold start that serves /health stays small
-    from chalicelib.runtime import get_runtime as runtime
-
-    return runtime()
+app.register_blueprint(admin)
+http = Http(app)
 QUEUE_PREFIX = os.environ.get("OMNICAST_AWS__QUEUE_PREFIX", "omnicast-")
 SEGMENT_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
-
-
-def answers_errors(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn OmnicastError into its 4xx JSON answer (never a 500 with a traceback)."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return view(*args, **kwargs)
-        except OmnicastError as exc:
-            return Response(body=exc.body(), status_code=exc.status, headers={"Content-Type": "application/json"})
-
-    return wrapper
-
-
-def _request() -> Request:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route call
-    return request
-
-
-def _headers() -> dict[str, str]:
-    return dict(_request().headers.items())
-
-
-def _query(name: str, default: str) -> str:
-    params: dict[str, str] = dict(_request().query_params or {})
-    return params.get(name, default)
-
-
-def _body() -> bytes:
-    raw = _request().raw_body
-    return raw if isinstance(raw, bytes) else raw.encode()
-
-
-def _admin() -> None:
-    headers = _request().headers
-    auth = headers.get("authorization", "")
-    key = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key")
-    get_runtime().credentials.check_admin_key(key)
 
 
 @app.route("/health", methods=["GET"])
@@ -82,7 +33,7 @@ def health() -> dict[str, str]:
 def segment_call(call: str) -> dict[str, Any]:
     if call not in SEGMENT_CALLS:
         raise NotFound(f"unknown call /v1/{call}; use one of {', '.join(SEGMENT_CALLS)}", field="path")
-    accepted = get_runtime().ingest.accept(call, _body(), _headers())
+    accepted = get_runtime().ingest.accept(call, http.body(), http.headers())
     return {"success": True, "accepted": accepted}
 
 
@@ -93,8 +44,8 @@ def segment_call(call: str) -> dict[str, Any]:
 )
 @answers_errors
 def shop_webhook(source: str) -> dict[str, Any]:
-    request = _request()
-    return get_runtime().webhooks.accept(source, _body(), _headers(), dict(request.query_params or {}))
+    request = http.request()
+    return get_runtime().webhooks.accept(source, http.body(), http.headers(), dict(request.query_params or {}))
 
 
 @app.route(
@@ -104,43 +55,14 @@ def shop_webhook(source: str) -> dict[str, Any]:
 )
 @answers_errors
 def unsubscribe() -> Any:
-    token = _query("token", "")
+    token = http.query("token", "")
     result = get_runtime().consent.unsubscribe(token)
-    if _request().method == "POST":  # RFC 8058 one-click: the mail client posts
+    if http.request().method == "POST":  # RFC 8058 one-click: the mail client posts
         return {"unsubscribed": True, "channel": result}
     return Response(
         body=f"<!doctype html><title>Unsubscribed</title><p>You will get no more {result} marketing from us.</p>",
         headers={"Content-Type": "text/html; charset=utf-8"},
     )
-
-
-@app.route("/admin/plugins", methods=["GET"])
-@answers_errors
-def admin_plugins() -> dict[str, Any]:
-    _admin()
-    return get_runtime().host.describe()
-
-
-@app.route("/admin/profiles/{profile_id}", methods=["GET"])
-@answers_errors
-def admin_profile(profile_id: str) -> dict[str, Any]:
-    _admin()
-    return get_runtime().admin.profile(profile_id)
-
-
-@app.route("/admin/profiles/{profile_id}/decisions", methods=["GET"])
-@answers_errors
-def admin_decisions(profile_id: str) -> dict[str, Any]:
-    _admin()
-    return {"profile_id": profile_id, "decisions": get_runtime().admin.decisions(profile_id)}
-
-
-@app.route("/admin/ledger", methods=["GET"])
-@answers_errors
-def admin_ledger() -> dict[str, Any]:
-    _admin()
-    limit = _query("limit", "100")
-    return {"entries": get_runtime().admin.ledger(limit)}
 
 
 @app.on_sqs_message(queue=QUEUE_PREFIX + "ingest", batch_size=1)

@@ -25,6 +25,7 @@ from chalicelib.services.ingest import INGEST_QUEUE, IngestService
 from chalicelib.services.webhooks import WebhookService, WebhookSources
 
 if TYPE_CHECKING:
+    from chalicelib.services.authoring import Authoring
     from chalicelib.services.catalog import CatalogService
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
@@ -82,11 +83,13 @@ class Runtime:
 
     @cached_property
     def journeys(self) -> JourneyEngine:
+        from chalicelib.services.authoring import load_stored
         from chalicelib.services.journeys import JourneyEngine, JourneyRegistry
 
         registry = JourneyRegistry()
         for name in self.settings.journeys.disabled:
             registry.paused.add(name)
+        load_stored(registry, self.stores.blobs)
         return JourneyEngine(
             self.stores.journeys,
             self.stores.queue,
@@ -128,9 +131,10 @@ class Runtime:
 
     @cached_property
     def sender(self) -> SendService:
+        from chalicelib.services.authoring import load_templates
         from chalicelib.services.send import SendService
 
-        return SendService(
+        sender = SendService(
             settings=self.settings,
             clock=self.clock,
             profiles=self.stores.profiles,
@@ -141,6 +145,14 @@ class Runtime:
             channel_factory=self.channel,
             events=self.stores.events,
         )
+        load_templates(sender, self.stores.blobs)
+        return sender
+
+    @cached_property
+    def authoring(self) -> Authoring:
+        from chalicelib.services.authoring import Authoring
+
+        return Authoring(self.journeys, self.sender, self.stores.blobs)
 
     def channel(self, kind: str) -> Channel:
         """The configured channel plugin instance for ``kind`` (created once)."""

@@ -220,6 +220,10 @@ class SegmentService:
             if cursor is None:
                 return changed
 
+    def members(self, name: str) -> list[str]:
+        """Every member's profile id now (for broadcasts)."""
+        return self.preview(name, sample=10**9).sample
+
     # ------------------------------------------------------------------ preview
     def preview(self, name_or_rule: str | Any, sample: int = 10) -> Preview:
         import time

@@ -49,7 +49,7 @@ def test_time_alone_moves_customers_and_the_sweep_starts_win_back(rt, outbox):
 
 
 def test_custom_segments_are_validated_saved_and_reloaded(rt):
-    with pytest.raises(BadRequest, match="rule.all\\[0\\]"):
+    with pytest.raises(BadRequest, match=r"rule\.all\[0\]"):
         rt.segments.save({"name": "bad", "rule": {"all": [{"trate": "x"}]}})
     rt.segments.save({"name": "big_spenders", "rule": {"computed": "total_spent", "op": ">", "value": 100}})
     from chalicelib.services.segments import SegmentService

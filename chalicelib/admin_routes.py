@@ -1,0 +1,163 @@
+"""Admin API (behind the admin key): plugins, profiles and their decision log, the send
+ledger, journeys, segments and templates. Each route parses, calls one service, answers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib.errors import BadRequest
+from chalicelib.http import Http, answers_errors, get_runtime
+
+admin = Blueprint(__name__)
+http = Http(admin)
+DEFINITION_TYPES = ["application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/plain"]
+
+
+def _runtime() -> Any:
+    http.require_admin()
+    return get_runtime()
+
+
+def _field(body: Any, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name} is required", field=name)
+    return value
+
+
+@admin.route("/admin/plugins", methods=["GET"])
+@answers_errors
+def plugins() -> dict[str, Any]:
+    return _runtime().host.describe()  # type: ignore[no-any-return]
+
+
+@admin.route("/admin/profiles/{profile_id}", methods=["GET"])
+@answers_errors
+def profile(profile_id: str) -> dict[str, Any]:
+    return _runtime().admin.profile(profile_id)  # type: ignore[no-any-return]
+
+
+@admin.route("/admin/profiles/{profile_id}/decisions", methods=["GET"])
+@answers_errors
+def decisions(profile_id: str) -> dict[str, Any]:
+    return {"profile_id": profile_id, "decisions": _runtime().admin.decisions(profile_id)}
+
+
+@admin.route("/admin/ledger", methods=["GET"])
+@answers_errors
+def ledger() -> dict[str, Any]:
+    rt = _runtime()
+    return {"entries": rt.admin.ledger(http.query("limit", "100"))}
+
+
+# --------------------------------------------------------------------------- journeys
+@admin.route("/admin/journeys", methods=["GET"])
+@answers_errors
+def journeys() -> dict[str, Any]:
+    return {"journeys": _runtime().authoring.list_journeys()}
+
+
+@admin.route("/admin/journeys/{name}", methods=["GET"])
+@answers_errors
+def journey(name: str) -> dict[str, Any]:
+    journey = _runtime().authoring.get_journey(name)
+    return journey.model_dump(mode="json", by_alias=True, exclude_none=True)  # type: ignore[no-any-return]
+
+
+@admin.route("/admin/journeys/{name}", methods=["PUT"], content_types=DEFINITION_TYPES)
+@answers_errors
+def put_journey(name: str) -> dict[str, Any]:
+    rt = _runtime()
+    saved = rt.authoring.save_journey(http.body(), name, source=f"{name}.yaml")
+    return {"name": saved.name, "version": saved.version, "saved": True}
+
+
+@admin.route("/admin/journeys/{name}", methods=["DELETE"])
+@answers_errors
+def delete_journey(name: str) -> dict[str, Any]:
+    _runtime().authoring.delete(name)
+    return {"name": name, "deleted": True}
+
+
+@admin.route("/admin/journeys/{name}/{action}", methods=["POST"], content_types=["application/json"])
+@answers_errors
+def journey_action(name: str, action: str) -> dict[str, Any]:
+    rt = _runtime()
+    if action in ("pause", "resume"):
+        rt.authoring.pause(name, action == "pause")
+        return {"name": name, "paused": action == "pause"}
+    if action == "dry-run":
+        body = http.json()
+        return {"name": name, "plan": rt.authoring.dry_run(name, _field(body, "profile_id"),
+                                                            entity=str(body.get("entity") or "-"))}
+    if action == "broadcast":
+        body = http.json() if http.body().strip() else {}
+        journey = rt.authoring.get_journey(name)
+        segment = body.get("segment") or journey.trigger.segment
+        if not segment:
+            raise BadRequest("segment is required (the journey names none)", field="segment")
+        members = rt.segments.members(segment)
+        return {"name": name, "segment": segment, "entered": rt.authoring.broadcast(name, members)}
+    raise BadRequest(f"unknown action {action!r}; use pause, resume, dry-run or broadcast", field="action")
+
+
+# --------------------------------------------------------------------------- segments
+@admin.route("/admin/segments", methods=["GET"])
+@answers_errors
+def segments() -> dict[str, Any]:
+    rt = _runtime()
+    return {"segments": [s.dump() for s in rt.segments.segments.values()]}
+
+
+@admin.route("/admin/segments/{name}", methods=["PUT"], content_types=["application/json"])
+@answers_errors
+def put_segment(name: str) -> dict[str, Any]:
+    rt = _runtime()
+    body = http.json()
+    if isinstance(body, dict) and body.setdefault("name", name) != name:
+        raise BadRequest(f"the body names segment {body['name']!r}, not {name!r}", field="name")
+    return rt.segments.save(body).dump()  # type: ignore[no-any-return]
+
+
+@admin.route("/admin/segments/{name}", methods=["DELETE"])
+@answers_errors
+def delete_segment(name: str) -> dict[str, Any]:
+    _runtime().segments.delete(name)
+    return {"name": name, "deleted": True}
+
+
+@admin.route("/admin/segments/{name}/preview", methods=["GET"])
+@answers_errors
+def preview_segment(name: str) -> dict[str, Any]:
+    rt = _runtime()
+    try:
+        sample = int(http.query("sample", "10"))
+    except ValueError as exc:
+        raise BadRequest("sample must be an integer", field="sample") from exc
+    return asdict(rt.segments.preview(name, sample=max(0, min(sample, 100))))
+
+
+# --------------------------------------------------------------------------- templates
+@admin.route("/admin/templates/{name}", methods=["PUT"], content_types=["application/json"])
+@answers_errors
+def put_template(name: str) -> dict[str, Any]:
+    rt = _runtime()
+    template = rt.authoring.save_template(name, http.json())
+    return {"name": name, "locale": template.locale, "saved": True}
+
+
+@admin.route("/admin/templates/{name}/{action}", methods=["POST"], content_types=["application/json"])
+@answers_errors
+def template_action(name: str, action: str) -> dict[str, Any]:
+    rt = _runtime()
+    body = http.json()
+    channel = str(body.get("channel") or "email") if isinstance(body, dict) else "email"
+    if action == "preview":
+        return rt.authoring.preview(name, _field(body, "profile_id"), channel)  # type: ignore[no-any-return]
+    if action == "test-send":
+        return rt.authoring.test_send(  # type: ignore[no-any-return]
+            name, _field(body, "profile_id"), _field(body, "to"), channel)
+    raise BadRequest(f"unknown action {action!r}; use preview or test-send", field="action")
