@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.config import Settings, load_settings
-from chalicelib.errors import OmnicastError
+from chalicelib.errors import BadRequest, OmnicastError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -134,6 +134,79 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if not report.rejected else 1
 
 
+def _print(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_journeys(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    authoring = rt.authoring
+    if args.action == "list":
+        for j in authoring.list_journeys():
+            state = "paused" if j["paused"] else ("on" if j["enabled"] else "off")
+            print(f"{j['name']:<24} v{j['version']:<4} {state:<6} {j['description']}")
+        return 0
+    if args.action == "apply":
+        if not args.target:
+            raise BadRequest("apply needs a file: omnicast journeys apply journey.yaml", field="file")
+        path = Path(args.target)
+        if not path.is_file():
+            raise BadRequest(f"no such file: {path}", field="file")
+        journey = authoring.save_journey(path.read_text(), source=str(path))
+        print(f"saved journey {journey.name} version {journey.version}")
+        return 0
+    if not args.target:
+        raise BadRequest(f"{args.action} needs a journey name", field="name")
+    if args.action in ("pause", "resume"):
+        authoring.pause(args.target, args.action == "pause")
+    elif args.action == "delete":
+        authoring.delete(args.target)
+    elif args.action == "dry-run":
+        if not args.profile:
+            raise BadRequest("dry-run needs --profile PROFILE_ID", field="profile")
+        for step in authoring.dry_run(args.target, args.profile):
+            extra = step.get("subject") or step.get("reason") or step.get("until") or ""
+            print(f"{step['at']:<34} {step['step']:<22} {step['action']:<14} {step.get('decision', ''):<9} {extra}")
+        return 0
+    print(f"{args.action}: {args.target}")
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    if args.action == "list":
+        for seg in rt.segments.segments.values():
+            print(f"{seg.name:<24} {seg.description}")
+    elif args.action == "apply":
+        data = json.loads(Path(args.target or "").read_text()) if args.target and Path(args.target).is_file() else None
+        if data is None:
+            raise BadRequest("apply needs a JSON file with name and rule", field="file")
+        print(f"saved segment {rt.segments.save(data).name}")
+    elif args.action == "preview":
+        if not args.target:
+            raise BadRequest("preview needs a segment name", field="name")
+        p = rt.segments.preview(args.target)
+        print(f"{p.segment}: {p.count} profiles ({p.method}, {p.seconds * 1000:.1f} ms); sample: {', '.join(p.sample)}")
+    else:
+        print(f"sweep: {rt.segments.sweep()} profiles changed segments")
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    if args.action == "apply":
+        path = Path(args.file or "")
+        if not path.is_file():
+            raise BadRequest("apply needs --file with a JSON template (subject, text, html, locale)", field="file")
+        template = rt.authoring.save_template(args.name, json.loads(path.read_text()))
+        print(f"saved template {template.key}")
+    else:
+        if not args.profile:
+            raise BadRequest("preview needs --profile PROFILE_ID", field="profile")
+        _print(rt.authoring.preview(args.name, args.profile))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
@@ -185,6 +258,24 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", help="write the rejected rows (row, field, reason) to this CSV file")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_import)
+
+    sp = add("journeys", "list, apply (YAML/JSON), pause, resume, delete or dry-run journeys")
+    sp.add_argument("action", choices=["list", "apply", "pause", "resume", "delete", "dry-run"])
+    sp.add_argument("target", nargs="?", help="a journey file (apply) or a journey name")
+    sp.add_argument("--profile", help="the profile a dry run plays")
+    sp.set_defaults(func=cmd_journeys)
+
+    sp = add("segments", "list, apply, preview or sweep segments")
+    sp.add_argument("action", choices=["list", "apply", "preview", "sweep"])
+    sp.add_argument("target", nargs="?", help="a segment file (apply) or a segment name (preview)")
+    sp.set_defaults(func=cmd_segments)
+
+    sp = add("templates", "apply or preview message templates")
+    sp.add_argument("action", choices=["apply", "preview"])
+    sp.add_argument("name")
+    sp.add_argument("--file", help="JSON with subject, text, html, locale (apply)")
+    sp.add_argument("--profile", help="render as this profile (preview)")
+    sp.set_defaults(func=cmd_templates)
 
     sp = add("config", "print the effective configuration")
     sp.set_defaults(func=cmd_config)

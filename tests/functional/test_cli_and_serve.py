@@ -107,3 +107,20 @@ def test_serve_runs_api_workers_and_scheduler_over_real_http(tmp_path, smtp_serv
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "cli@example.com" not in out + err  # no personal data in the server's output
+
+
+def test_journeys_from_the_cli(tmp_path):
+    data = str(tmp_path / "d")
+    path = tmp_path / "j.yaml"
+    path.write_text("name: cli_journey\ntrigger: {event: X}\nsteps:\n  - {id: s, type: send, chanel: email}\n")
+    bad = run("journeys", "apply", str(path), "--data-dir", data)
+    assert bad.returncode == 2 and "j.yaml:4: steps.0.chanel: unknown field" in bad.stderr
+    path.write_text("name: cli_journey\ntrigger: {event: X}\nsteps:\n"
+                    "  - {id: s, type: send, channel: email, template: welcome}\n")
+    assert run("journeys", "apply", str(path), "--data-dir", data).returncode == 0
+    assert "cli_journey" in run("journeys", "list", "--data-dir", data).stdout
+    assert run("journeys", "pause", "cli_journey", "--data-dir", data).returncode == 0
+    assert "paused" in next(line for line in run("journeys", "list", "--data-dir", data).stdout.splitlines()
+                            if line.startswith("cli_journey"))
+    missing = run("journeys", "dry-run", "cli_journey", "--data-dir", data)
+    assert missing.returncode == 2 and "--profile" in missing.stderr
