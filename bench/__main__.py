@@ -8,6 +8,7 @@ import sys
 BENCHES = {
     "coldstart": "bench.coldstart",
     "ingest": "bench.ingest",
+    "journeys": "bench.journeys",
 }
 
 
