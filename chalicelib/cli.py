@@ -216,7 +216,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import run_demo
 
-    return run_demo(data_dir=Path(args.data_dir or ".omnicast/demo"), customers=args.customers, seed=args.seed)
+    return run_demo(data_dir=Path(args.data_dir or ".omnicast/demo"), customers=args.customers, seed=args.seed,
+                    days=args.days)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -280,8 +281,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("config", "print the effective configuration")
     sp.set_defaults(func=cmd_config)
 
-    sp = add("demo", "run the local stack and feed it a stream of shop events")
-    sp.add_argument("--customers", type=int, default=40)
+    sp = add("demo", "simulate a shop's quarter through the local stack and report what happened")
+    sp.add_argument("--customers", type=int, default=400)
+    sp.add_argument("--days", type=int, default=90)
     sp.add_argument("--seed", type=int, default=7)
     sp.set_defaults(func=cmd_demo)
     return p

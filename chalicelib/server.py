@@ -30,8 +30,13 @@ class QuietRequestHandler(ChaliceRequestHandler):
 
 
 class LocalStack:
-    def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 0.05):
+    def __init__(
+        self, runtime: Runtime, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 0.05,
+        workers: bool = True,
+    ):
+        """``workers=False`` serves HTTP only: the caller drives the queues (the simulator does)."""
         self.runtime = runtime
+        self.workers = workers
         self.host = host
         self.poll_seconds = poll_seconds
         set_runtime(runtime)
@@ -67,10 +72,12 @@ class LocalStack:
     def start(self) -> LocalStack:
         # the HTTPServer itself: LocalDevServer.serve_forever would print its own banner
         threads = [threading.Thread(target=self.server.server.serve_forever, name="omnicast-http", daemon=True)]
-        threads += [
-            threading.Thread(target=self._worker, args=(q,), name=f"omnicast-worker-{q}", daemon=True) for q in QUEUES
-        ]
-        threads.append(threading.Thread(target=self._scheduler, name="omnicast-scheduler", daemon=True))
+        if self.workers:
+            threads += [
+                threading.Thread(target=self._worker, args=(q,), name=f"omnicast-worker-{q}", daemon=True)
+                for q in QUEUES
+            ]
+            threads.append(threading.Thread(target=self._scheduler, name="omnicast-scheduler", daemon=True))
         for t in threads:
             t.start()
             self._threads.append(t)

@@ -55,6 +55,14 @@ def message_id(key: str) -> str:
     return "m_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+def in_holdout(profile_id: str, percent: float) -> bool:
+    """Deterministic: the same customers stay in the control group."""
+    if percent <= 0:
+        return False
+    digest = hashlib.sha256(f"holdout|{profile_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 * 100 < percent
+
+
 def consent_problem(profile: Profile, channel: str, purpose: str) -> str | None:
     """Why this profile may not get this message on this channel, or None."""
     trait = ADDRESS_TRAIT.get(channel, channel)
@@ -119,6 +127,12 @@ class SendService:
         now = self.clock.now()
         profile = self.profiles.get(task["profile_id"])
         channel, problem, note = self.choose_channel(profile, task)
+        if (
+            not problem
+            and task["purpose"] == "marketing"
+            and in_holdout(task["profile_id"], self.policy.holdout_percent)
+        ):
+            problem = f"global holdout ({self.policy.holdout_percent:g}% control group gets no marketing)"
         if not problem:
             # a missing or misconfigured channel fails here, before the claim, so the task
             # stays on the queue (and reaches the dead-letter queue) instead of being lost

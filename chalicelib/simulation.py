@@ -1,0 +1,481 @@
+"""A simulated shop: months of trade in minutes, over the real interfaces.
+
+The shop has a catalog (categories, prices, stock that runs out and comes back, new
+arrivals) and customers with hidden traits (how often they visit, how likely they buy,
+their time zone, whether they consent to marketing, when they lapse). Each simulated hour
+they browse (Segment API calls from the storefront), start checkouts and buy (signed
+Shopify webhooks), over HTTP to the local stack. The simulator reads what the channels
+delivered (the SMTP server's mailbox) and customers react to it by their hidden traits:
+
+    the planted effect: a customer who abandoned a checkout comes back to buy it within
+    48 hours with probability ``base_return``; one who received the abandoned-cart
+    reminder in time does so with ``base_return + cart_email_effect``.
+
+The report then measures that effect from Omnicast's own data (the event log and the send
+ledger, with the global holdout as control group) and prints it beside the planted one.
+Reproducible from a seed; the virtual clock makes 90 days take minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random
+import secrets
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from chalicelib.clock import ManualClock, iso
+from chalicelib.plugin_api import hmac_sha256
+
+ZONES = ["Europe/London", "Europe/Paris", "Europe/Berlin", "America/New_York", "America/Chicago",
+         "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney"]
+CATEGORIES = ["Tops", "Shoes", "Bags", "Home", "Beauty"]
+FIRST = ["Ann", "Ben", "Chloe", "Dev", "Emma", "Femi", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena", "Mo", "Nora",
+         "Omar", "Pia", "Quinn", "Rosa", "Sam", "Tara"]
+CART_SUBJECT = "You left something in your cart"
+
+
+@dataclass
+class Product:
+    id: int
+    title: str
+    category: str
+    price: float
+    stock: int
+
+
+@dataclass
+class Customer:
+    n: int
+    user_id: str
+    shopify_id: int
+    email: str
+    first_name: str
+    timezone: str
+    visits_per_day: float
+    buy_rate: float  # chance a visit ends in a checkout
+    finish_rate: float  # chance a started checkout is paid at once
+    consent: bool
+    lapses_on_day: int
+    signed_up: bool = False
+    open_cart: dict[str, Any] | None = None
+
+
+@dataclass
+class Truth:
+    """What the simulator knows and the product must measure."""
+
+    carts_abandoned: int = 0
+    reminders_seen: int = 0
+    returned_with_reminder: int = 0
+    returned_without: int = 0
+    orders: int = 0
+    revenue: float = 0.0
+
+
+@dataclass
+class SimConfig:
+    customers: int = 1000
+    days: int = 90
+    seed: int = 7
+    base_return: float = 0.10
+    cart_email_effect: float = 0.20
+    holdout_percent: float = 20.0
+    start: datetime = field(default_factory=lambda: datetime(2026, 9, 1, 0, 0, tzinfo=UTC))
+
+
+class Mailbox:
+    """The SMTP server's handler: keeps (recipient, subject) of each message and the .eml file."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.lock = threading.Lock()
+        self.received: list[tuple[str, str]] = []
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        from email import message_from_bytes, policy
+
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.received.append((rcpt, str(msg["Subject"])))
+            if self.folder:
+                (self.folder / f"{len(self.received):06d}.eml").write_bytes(envelope.content)
+        return "250 OK"
+
+    def since(self, start: int) -> list[tuple[str, str]]:
+        with self.lock:
+            return self.received[start:]
+
+
+class Storefront:
+    """Talks to Omnicast the way a shop does: Segment batches and signed Shopify webhooks."""
+
+    def __init__(self, url: str, write_key: str, shopify_secret: str) -> None:
+        self.url = url
+        self.shopify_secret = shopify_secret
+        self.auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+        self.segment_buffer: list[dict[str, Any]] = []
+        self.webhooks = 0
+        self.calls = 0
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
+        req = urllib.request.Request(self.url + path, data=body, method="POST", headers=headers)  # noqa: S310
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the local stack
+            resp.read()
+        self.calls += 1
+
+    def track(self, call: dict[str, Any]) -> None:
+        self.segment_buffer.append(call)
+        if len(self.segment_buffer) >= 100:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.segment_buffer:
+            body = json.dumps({"batch": self.segment_buffer}).encode()
+            self._post("/v1/batch", body, {"Content-Type": "application/json", "Authorization": self.auth})
+            self.segment_buffer = []
+
+    def shopify(self, topic: str, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.webhooks += 1
+        self._post("/webhooks/shopify", body, {
+            "Content-Type": "application/json", "X-Shopify-Topic": topic,
+            "X-Shopify-Webhook-Id": f"sim-{self.webhooks}", "X-Shopify-Shop-Domain": "sim.myshopify.com",
+            "X-Shopify-Hmac-Sha256": base64.b64encode(hmac_sha256(self.shopify_secret, body)).decode(),
+        })
+
+
+class ShopSimulator:
+    def __init__(self, config: SimConfig, storefront: Storefront, mailbox: Mailbox, clock: ManualClock) -> None:
+        self.c = config
+        self.rng = random.Random(config.seed)
+        self.front = storefront
+        self.mailbox = mailbox
+        self.clock = clock
+        self.truth = Truth()
+        self.read = 0
+        self.products = [
+            Product(1000 + i, f"{self.rng.choice(['Classic', 'Everyday', 'Organic', 'Studio'])} "
+                    f"{CATEGORIES[i % 5][:-1].lower()} {i}", CATEGORIES[i % 5],
+                    round(self.rng.uniform(12, 140), 2), self.rng.randint(0, 40))
+            for i in range(40)
+        ]
+        from zoneinfo import ZoneInfo
+
+        self.zones = {z: ZoneInfo(z) for z in ZONES}
+        self.customers = [self._customer(i) for i in range(config.customers)]
+        self.by_email = {c.email: c for c in self.customers}
+        self.pending_returns: list[tuple[datetime, Customer, dict[str, Any]]] = []
+
+    def _customer(self, i: int) -> Customer:
+        r = self.rng
+        return Customer(
+            n=i, user_id=f"sim-{self.c.seed}-{i}", shopify_id=7_000_000_000_000_000_000 + i,
+            email=f"{FIRST[i % len(FIRST)].lower()}.{i}@example.com", first_name=FIRST[i % len(FIRST)],
+            timezone=r.choice(ZONES), visits_per_day=r.choice([0.05, 0.1, 0.2, 0.4]), buy_rate=r.uniform(0.1, 0.4),
+            finish_rate=r.uniform(0.3, 0.6), consent=r.random() < 0.85,
+            lapses_on_day=r.randint(20, 400),
+        )
+
+    # ------------------------------------------------------------------ shop behaviour
+    def _local_hour(self, customer: Customer) -> int:
+        return self.clock.now().astimezone(self.zones[customer.timezone]).hour
+
+    def _products_payload(self, items: list[tuple[Product, int]]) -> list[dict[str, Any]]:
+        return [{"product_id": p.id, "variant_id": p.id * 10, "title": p.title, "price": f"{p.price:.2f}",
+                 "quantity": q, "sku": f"SKU-{p.id}"} for p, q in items]
+
+    def _customer_payload(self, c: Customer) -> dict[str, Any]:
+        return {"id": c.shopify_id, "admin_graphql_api_id": f"gid://shopify/Customer/{c.shopify_id}",
+                "email": c.email, "first_name": c.first_name}
+
+    def _checkout(self, c: Customer, items: list[tuple[Product, int]]) -> dict[str, Any]:
+        token = f"chk-{c.n}-{int(self.clock.now().timestamp())}"
+        total = round(sum(p.price * q for p, q in items), 2)
+        return {"token": token, "cart_token": token, "email": c.email, "currency": "EUR",
+                "created_at": iso(self.clock.now()), "updated_at": iso(self.clock.now()),
+                "total_price": f"{total:.2f}", "subtotal_price": f"{total:.2f}",
+                "abandoned_checkout_url": f"https://sim.shop/checkouts/{token}/recover",
+                "line_items": self._products_payload(items), "customer": self._customer_payload(c)}
+
+    def _order(self, c: Customer, checkout: dict[str, Any]) -> None:
+        self.truth.orders += 1
+        total = float(checkout["total_price"])
+        self.truth.revenue += total
+        order_id = 9_000_000_000_000_000_000 + self.truth.orders
+        self.front.shopify("orders/create", {
+            "id": order_id, "admin_graphql_api_id": f"gid://shopify/Order/{order_id}", "email": c.email,
+            "checkout_token": checkout["token"], "currency": "EUR", "total_price": checkout["total_price"],
+            "current_total_price": checkout["total_price"], "subtotal_price": checkout["subtotal_price"],
+            "processed_at": iso(self.clock.now()), "line_items": checkout["line_items"],
+            "customer": self._customer_payload(c), "financial_status": "paid",
+        })
+        for item in checkout["line_items"]:
+            product = next(p for p in self.products if p.id == item["product_id"])
+            product.stock = max(0, product.stock - item["quantity"])
+
+    def _visit(self, c: Customer, day: int) -> None:
+        now = self.clock.now()
+        if not c.signed_up:
+            c.signed_up = True
+            self.front.track({"type": "identify", "userId": c.user_id, "messageId": f"{c.user_id}-signup",
+                              "timestamp": iso(now), "context": {"timezone": c.timezone},
+                              "traits": {"email": c.email, "first_name": c.first_name, "timezone": c.timezone,
+                                         **({} if c.consent else {"consent": {"email": "unsubscribed"}})}})
+        seen = self.rng.sample(self.products, k=self.rng.randint(1, 3))
+        for p in seen:
+            self.front.track({"type": "track", "userId": c.user_id, "event": "Product Viewed",
+                              "messageId": f"{c.user_id}-pv-{int(now.timestamp())}-{p.id}", "timestamp": iso(now),
+                              "properties": {"product_id": str(p.id), "name": p.title, "price": p.price,
+                                             "category": p.category}})
+        in_stock = [p for p in seen if p.stock > 0]
+        if c.open_cart is None and in_stock and self.rng.random() < c.buy_rate:
+            items = [(p, 1) for p in in_stock[:2]]
+            checkout = self._checkout(c, items)
+            self.front.flush()  # the storefront's calls reach us before the checkout webhook
+            self.front.shopify("checkouts/create", checkout)
+            if self.rng.random() < c.finish_rate:
+                self._order(c, checkout)
+            else:
+                # abandoned: the customer's own hidden draw decides whether a reminder would bring them back
+                self.truth.carts_abandoned += 1
+                c.open_cart = {"checkout": checkout, "at": now, "u": self.rng.random(), "reminded": False}
+                if c.open_cart["u"] < self.c.base_return:
+                    later = now + timedelta(hours=self.rng.uniform(2, 47))
+                    self.pending_returns.append((later, c, c.open_cart))
+
+    def _react_to_mail(self) -> None:
+        for rcpt, subject in self.mailbox.since(self.read):
+            self.read += 1
+            c = self.by_email.get(rcpt)
+            if c is None or subject != CART_SUBJECT or c.open_cart is None:
+                continue
+            cart = c.open_cart
+            if self.clock.now() - cart["at"] > timedelta(hours=48) or cart["reminded"]:
+                continue
+            cart["reminded"] = True
+            self.truth.reminders_seen += 1
+            if self.c.base_return <= cart["u"] < self.c.base_return + self.c.cart_email_effect:
+                self.pending_returns.append((self.clock.now() + timedelta(hours=self.rng.uniform(0.5, 6)), c, cart))
+
+    def _returns_due(self) -> None:
+        now = self.clock.now()
+        due = [r for r in self.pending_returns if r[0] <= now]
+        self.pending_returns = [r for r in self.pending_returns if r[0] > now]
+        for _, c, cart in due:
+            if c.open_cart is not cart:
+                continue
+            c.open_cart = None
+            self._order(c, cart["checkout"])
+            if cart["reminded"] and cart["u"] >= self.c.base_return:
+                self.truth.returned_with_reminder += 1
+            else:
+                self.truth.returned_without += 1
+
+    def _expire_carts(self) -> None:
+        now = self.clock.now()
+        for c in self.customers:
+            if c.open_cart and now - c.open_cart["at"] > timedelta(hours=48):
+                c.open_cart = None
+
+    def _catalog_moves(self, day: int) -> None:
+        for p in self.products:
+            if p.stock == 0 and self.rng.random() < 0.15:
+                p.stock = self.rng.randint(5, 40)  # restocked
+                self._product_update(p)
+        if day % 15 == 7:
+            p = Product(2000 + day, f"New arrival {day}", self.rng.choice(CATEGORIES),
+                        round(self.rng.uniform(20, 90), 2), 25)
+            self.products.append(p)
+            self._product_update(p, topic="products/create")
+
+    def _product_update(self, p: Product, topic: str = "products/update") -> None:
+        self.front.shopify(topic, {
+            "id": p.id, "admin_graphql_api_id": f"gid://shopify/Product/{p.id}", "title": p.title,
+            "product_type": p.category, "status": "active", "handle": f"p-{p.id}",
+            "variants": [{"id": p.id * 10, "admin_graphql_api_id": f"gid://shopify/ProductVariant/{p.id * 10}",
+                          "price": f"{p.price:.2f}", "inventory_quantity": p.stock, "title": "Default Title"}],
+        })
+
+    # ------------------------------------------------------------------ the clock
+    def run(self, step: Any, progress: Any = None) -> None:
+        """Walk the simulation hour by hour; ``step()`` lets Omnicast work after each hour."""
+        for p in self.products:
+            self._product_update(p, topic="products/create")
+        step()
+        for day in range(self.c.days):
+            self._catalog_moves(day)
+            for _ in range(24):
+                for c in self.customers:
+                    if day >= c.lapses_on_day:
+                        continue
+                    local = self._local_hour(c)
+                    weight = 1.6 if 9 <= local < 22 else 0.2  # people shop in their daytime
+                    if self.rng.random() < c.visits_per_day * weight / 24 * 1.5:
+                        self._visit(c, day)
+                self.front.flush()
+                step()
+                self._react_to_mail()
+                self._returns_due()
+                self._expire_carts()
+                self.clock.advance(timedelta(hours=1))
+            if progress:
+                progress(day + 1)
+        self.front.flush()
+        step()
+
+
+# --------------------------------------------------------------------------- measurement
+def wilson_difference(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float, float]:
+    """Difference of two proportions with a 95% Newcombe (Wilson) interval: small samples welcome."""
+    def wilson(x: int, n: int) -> tuple[float, float, float]:
+        if n == 0:
+            return 0.0, 0.0, 1.0
+        z, p = 1.96, x / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return p, centre - half, centre + half
+
+    p1, l1, u1 = wilson(x1, n1)
+    p2, l2, u2 = wilson(x2, n2)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def measure_cart_lift(runtime: Any) -> dict[str, Any]:
+    """From Omnicast's own records: carts that got the reminder vs carts in the holdout."""
+    db = runtime.stores.events.db
+    groups: dict[str, set[str]] = {"treated": set(), "holdout": set()}
+    for key, status, reason in db.query(
+        "SELECT key, status, reason FROM ledger WHERE journey = 'abandoned_cart' AND step = 'cart_reminder'"
+    ):
+        checkout = key.split("|")[3]
+        if status == "sent":
+            groups["treated"].add(checkout)
+        elif "holdout" in reason:
+            groups["holdout"].add(checkout)
+    ordered = {json.loads(p).get("properties", {}).get("checkout_id") for (p,) in db.query(
+        "SELECT payload FROM events WHERE event = 'Order Completed' AND source = 'shopify'")}
+    # a cart reaches the reminder only if unpaid after an hour; count orders after that as conversions
+    out = {}
+    for name, carts in groups.items():
+        out[name] = (len(carts & ordered), len(carts))
+    (x1, n1), (x2, n2) = out["treated"], out["holdout"]
+    d, lo, hi = wilson_difference(x1, n1, x2, n2)
+    return {"treated": out["treated"], "holdout": out["holdout"], "lift": d, "low": lo, "high": hi}
+
+
+def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seconds: float,
+           data_dir: Path | None) -> dict[str, Any]:
+    db = runtime.stores.events.db
+    by_source = dict(db.query("SELECT source, COUNT(*) FROM events GROUP BY source ORDER BY 2 DESC"))
+    ledger = db.query("SELECT journey, channel, status, COUNT(*) FROM ledger GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+    reasons = Counter()
+    for reason, n in db.query("SELECT reason, COUNT(*) FROM ledger WHERE status IN ('skipped', 'deferred') "
+                              "GROUP BY reason"):
+        reasons[reason.split(":")[0] + ": " + reason.split(":", 2)[1].strip().split(" (")[0]
+                if ":" in reason else reason] += n
+    deferred_then_sent = db.query("SELECT COUNT(*) FROM ledger WHERE status = 'sent' AND detail LIKE "
+                                  "'%deferred_until%'")[0][0]
+    lift = measure_cart_lift(runtime)
+    segments = Counter()
+    for (traits,) in db.query("SELECT traits FROM profiles"):
+        for s in json.loads(traits).get("_segments", []):
+            segments[s] += 1
+    sent = sum(n for _, _, status, n in ledger if status == "sent")
+    events = sum(by_source.values())
+    result = {
+        "events": by_source, "profiles": runtime.stores.profiles.count(), "messages_sent": sent,
+        "emails_received_by_smtp": len(mailbox.received), "lift": lift, "truth": truth.__dict__,
+        "seconds": seconds, "events_per_second": events / seconds if seconds else 0,
+    }
+    p = print
+    p(f"\n=== A simulated shop: {config.customers:,} customers, {config.days} days, seed {config.seed} ===")
+    p(f"ran in {seconds:.1f} s ({result['events_per_second']:.0f} events/s stored)")
+    p(f"events stored: {events:,}  " + ", ".join(f"{k}={v:,}" for k, v in by_source.items()))
+    p(f"profiles: {result['profiles']:,}; orders: {truth.orders:,}; revenue: {truth.revenue:,.2f} EUR")
+    p("segments: " + ", ".join(f"{k}={v:,}" for k, v in segments.most_common()))
+    p("\nmessages by journey / channel / outcome:")
+    for journey, channel, status, n in ledger:
+        p(f"  {journey:<22} {channel:<6} {status:<10} {n:,}")
+    p(f"  deferred, then sent in the recipient's daytime or budget window: {deferred_then_sent:,}")
+    p("withheld and why:")
+    for reason, n in reasons.most_common(8):
+        p(f"  {n:>6,}  {reason}")
+    p(f"SMTP server received {len(mailbox.received):,} e-mails" + (f" (in {data_dir}/mailbox/)" if data_dir else ""))
+    t, h = lift["treated"], lift["holdout"]
+    p("\nabandoned-cart reminder, measured by Omnicast (global holdout as control):")
+    p(f"  carts reminded: {t[1]:,}, bought: {t[0]:,} ({t[0] / t[1] if t[1] else 0:.1%})")
+    p(f"  carts in holdout: {h[1]:,}, bought: {h[0]:,} ({h[0] / h[1] if h[1] else 0:.1%})")
+    p(f"  incremental conversion: {lift['lift']:+.1%}  (95% interval {lift['low']:+.1%} to {lift['high']:+.1%})")
+    p(f"  planted by the simulator: {config.cart_email_effect:+.1%}  "
+      f"({'inside' if lift['low'] <= config.cart_email_effect <= lift['high'] else 'OUTSIDE'} the interval)")
+    return result
+
+
+def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Start SMTP + the local stack, simulate, report. Returns the report's figures."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    from chalicelib.config import load_settings
+    from chalicelib.runtime import Runtime
+    from chalicelib.server import LocalStack
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    mailbox = Mailbox(data_dir / "mailbox" if data_dir else None)
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    port = free_port()
+    import tempfile
+
+    scratch = None
+    if data_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="omnicast-sim-")
+    settings = load_settings({}, overrides={
+        "data_dir": str(data_dir or scratch.name),  # type: ignore[union-attr]
+        "public_url": f"http://127.0.0.1:{port}", "channels": {"email": "smtp"},
+        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port}},
+        "send_policy": {"holdout_percent": config.holdout_percent},
+        "shop": {"name": "Omnicast Simulated Shop", "url": "https://sim.shop"},
+    })
+    clock = ManualClock(config.start)
+    runtime = Runtime(settings, clock=clock)
+    stack = LocalStack(runtime, port=port, workers=False).start()
+    try:
+        shopify_secret = secrets.token_urlsafe(24)  # the simulated shop's app secret, for this run only
+        runtime.credentials.add_webhook_secret("shopify", shopify_secret)
+        front = Storefront(stack.url, runtime.credentials.create_key("write", "simulated-storefront"), shopify_secret)
+        sim = ShopSimulator(config, front, mailbox, clock)
+
+        def step() -> None:
+            # the workers' part of the hour (the SMTP server has a message before it answers 250,
+            # so what was sent is in the mailbox when this returns)
+            runtime.drain()
+
+        started = time.perf_counter()
+        sim.run(step, progress=None if quiet else lambda d: print(f"\r  day {d}/{config.days}", end="", flush=True))
+        if not quiet:
+            print()
+        return report(runtime, sim.truth, config, mailbox, time.perf_counter() - started, data_dir)
+    finally:
+        stack.stop()
+        smtp.stop()
+        if scratch:
+            scratch.cleanup()
