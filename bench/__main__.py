@@ -9,6 +9,7 @@ BENCHES = {
     "coldstart": "bench.coldstart",
     "ingest": "bench.ingest",
     "journeys": "bench.journeys",
+    "simulation": "bench.simulation",
 }
 
 

@@ -38,9 +38,8 @@ steps:
 """,
     "browse_abandonment": """
 name: browse_abandonment
-description: Viewed a product, added nothing, bought nothing - a nudge 4 hours later.
-trigger: {event: Product Viewed, entity: properties.product_id,
-          condition: {trait: email, op: exists}}
+description: Viewed a product, added nothing, bought nothing - a nudge 4 hours later, at most weekly.
+trigger: {event: Product Viewed, condition: {trait: email, op: exists}}
 reentry: 7
 exit_on:
   - {event: Order Completed}
