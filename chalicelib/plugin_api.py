@@ -26,6 +26,7 @@ never read the environment. Secret settings are ``pydantic.SecretStr`` and never
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -59,7 +60,9 @@ __all__ = [
     "hmac_sha256",
     "hookimpl",
     "matches_any",
+    "money",
     "standard_webhooks_signature",
+    "verify_base64_hmac",
 ]
 
 
@@ -314,6 +317,32 @@ def matches_any(expected: list[bytes], given: list[bytes]) -> bool:
         for g in given:
             found |= hmac.compare_digest(e, g)
     return found
+
+
+def verify_base64_hmac(request: WebhookRequest, secrets: list[str], *header_names: str) -> None:
+    """The common scheme (Shopify, WooCommerce): base64(HMAC-SHA256(secret, raw body)) in a header.
+
+    Raises :class:`SignatureError` naming the first header name when it is missing, not
+    base64, or matches none of ``secrets``.
+    """
+    given = request.header(*header_names)
+    label = header_names[0]
+    if not given:
+        raise SignatureError(f"missing {label} header")
+    try:
+        signature = base64.b64decode(given.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SignatureError(f"{label} is not base64") from exc
+    if not matches_any([hmac_sha256(s, request.body) for s in secrets], [signature]):
+        raise SignatureError("signature does not match")
+
+
+def money(value: Any) -> float | None:
+    """A price as the platforms send it ("404.95", 404.95, None) as a rounded float, or None."""
+    try:
+        return None if value in (None, "") or isinstance(value, bool) else round(float(value), 2)
+    except (TypeError, ValueError):
+        return None
 
 
 def standard_webhooks_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -43,6 +43,7 @@ from chalicelib.plugin_api import (
     WebhookRequest,
     hookimpl,
     matches_any,
+    money,
     standard_webhooks_signature,
 )
 
@@ -69,13 +70,6 @@ class StoreApiRetryable(StoreApiError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def money(value: Any) -> float | None:
-    try:
-        return None if value in (None, "") else round(float(value), 2)
-    except (TypeError, ValueError):
-        return None
 
 
 def when(value: Any) -> str | None:

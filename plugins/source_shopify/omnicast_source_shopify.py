@@ -30,8 +30,6 @@ exactly by Python.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -41,12 +39,11 @@ from chalicelib.plugin_api import (
     Delivery,
     EventSource,
     PluginSettings,
-    SignatureError,
     SourceOutput,
     WebhookRequest,
-    hmac_sha256,
     hookimpl,
-    matches_any,
+    money,
+    verify_base64_hmac,
 )
 
 GID = re.compile(r"^gid://shopify/[A-Za-z]+/(\d+)")
@@ -76,13 +73,6 @@ def exact_id(obj: dict[str, Any] | None, key: str = "id") -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def money(value: Any) -> float | None:
-    try:
-        return None if value in (None, "") else round(float(value), 2)
-    except (TypeError, ValueError):
-        return None
-
-
 def email_of(*candidates: Any) -> str | None:
     for c in candidates:
         if isinstance(c, str) and "@" in c:
@@ -97,15 +87,7 @@ class Shopify(EventSource):
 
     # ------------------------------------------------------------------ HTTP path
     def verify(self, request: WebhookRequest, secrets: list[str]) -> None:
-        given = request.header("x-shopify-hmac-sha256", "shopify-hmac-sha256")
-        if not given:
-            raise SignatureError("missing X-Shopify-Hmac-Sha256 header")
-        try:
-            signature = base64.b64decode(given.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise SignatureError("X-Shopify-Hmac-Sha256 is not base64") from exc
-        if not matches_any([hmac_sha256(s, request.body) for s in secrets], [signature]):
-            raise SignatureError("signature does not match")
+        verify_base64_hmac(request, secrets, "X-Shopify-Hmac-Sha256", "Shopify-Hmac-Sha256")
 
     def delivery(self, request: WebhookRequest) -> Delivery:
         topic = request.header("x-shopify-topic", "shopify-topic")

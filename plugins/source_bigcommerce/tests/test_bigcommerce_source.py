@@ -102,7 +102,9 @@ def src(api_url="http://127.0.0.1:9", token=TOKEN):
 
 def test_known_answer_vector():
     kat = vectors()["kat"][next(k for k in vectors()["kat"] if k.startswith("bigcommerce"))]
-    src().verify(request(b'{"id":1}', VECTOR_TIME, "msg_1", 1700000000, kat), [secret()])
+    assert src().verify(request(b'{"id":1}', VECTOR_TIME, "msg_1", 1700000000, kat), [secret()]) is None
+    with pytest.raises(SignatureError):
+        src().verify(request(b'{"id":1}', VECTOR_TIME, "msg_2", 1700000000, kat), [secret()])
 
 
 @pytest.mark.parametrize("name", FILES)

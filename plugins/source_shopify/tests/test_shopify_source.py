@@ -63,7 +63,9 @@ def source():
 def test_known_answer_vector():
     kat = vectors()["kat"]["shopify X-Shopify-Hmac-Sha256 over b'{\"id\":1}'"]
     req = request(b'{"id":1}', "orders/create", sig=kat)
-    source().verify(req, [secret()])
+    assert source().verify(req, [secret()]) is None
+    with pytest.raises(SignatureError):
+        source().verify(request(b'{"id":2}', "orders/create", sig=kat), [secret()])
 
 
 @pytest.mark.parametrize("name", sorted(TOPICS))

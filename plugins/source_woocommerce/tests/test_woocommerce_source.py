@@ -46,7 +46,9 @@ def src():
 
 def test_known_answer_vector():
     kat = vectors()["kat"]["woocommerce X-WC-Webhook-Signature over b'{\"id\":1}'"]
-    src().verify(request(b'{"id":1}', "order.created", sig=kat), [secret()])
+    assert src().verify(request(b'{"id":1}', "order.created", sig=kat), [secret()]) is None
+    with pytest.raises(SignatureError):
+        src().verify(request(b'{"id":1}', "order.created", sig=kat), ["another-secret"])
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
