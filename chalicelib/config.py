@@ -54,6 +54,8 @@ class SendPolicySettings(Strict):
     max_marketing_per_day: int = Field(2, ge=0)
     max_marketing_per_week: int = Field(5, ge=0)
     max_attempts: int = Field(5, ge=1)
+    # sends per second per channel plugin, over the plugin's own documented limit
+    provider_rate_per_second: dict[str, float] = Field(default_factory=dict)
     # a global control group that never gets marketing, so that lift can be measured
     holdout_percent: float = Field(0.0, ge=0, lt=100)
 

@@ -25,6 +25,7 @@ zone), ``wait_for`` (an event keyed on the journey's entity, with a timeout), ``
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -53,8 +54,9 @@ class Trigger(Strict):
     event: str | None = None  # "identify" or a track event name
     segment_entered: str | None = None
     date_trait: str | None = None  # e.g. "birthday" or "appointment_at"
-    broadcast: bool = False  # entered by `omnicast broadcast` / POST /admin/journeys/{name}/broadcast
+    broadcast: bool = False  # entered by POST /admin/journeys/{name}/broadcast, or at ``at``
     segment: str | None = None  # who a broadcast goes to
+    at: datetime | None = None  # a scheduled broadcast: when it starts (UTC or with an offset)
     offset_hours: float = 0  # appointment minus 24 hours: -24
     annual: bool = False  # birthdays: every year on the month and day
     at_local: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$")
@@ -68,6 +70,10 @@ class Trigger(Strict):
         kinds = [k for k in ("event", "segment_entered", "date_trait", "broadcast") if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError("a trigger needs exactly one of event, segment_entered, date_trait, broadcast")
+        if self.at is not None and not self.broadcast:
+            raise ValueError("at schedules a broadcast: use it with broadcast: true")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("at needs a time zone (2026-12-24T08:00:00Z)")
         return self
 
 

@@ -90,7 +90,7 @@ class Runtime:
         for name in self.settings.journeys.disabled:
             registry.paused.add(name)
         load_stored(registry, self.stores.blobs)
-        return JourneyEngine(
+        engine = JourneyEngine(
             self.stores.journeys,
             self.stores.queue,
             self.clock,
@@ -99,6 +99,8 @@ class Runtime:
             registry=registry,
             default_timezone=self.settings.send_policy.default_timezone,
         )
+        engine.schedule_broadcasts()
+        return engine
 
     @cached_property
     def processor(self) -> EventProcessor:
@@ -112,8 +114,9 @@ class Runtime:
     def segments(self) -> SegmentService:
         from chalicelib.services.segments import SegmentService
 
-        return SegmentService(self.stores.profiles, self.stores.events, self.stores.blobs, self.clock,
-                              on_change=self.journeys.on_segment)
+        return SegmentService(
+            self.stores.profiles, self.stores.events, self.stores.blobs, self.clock, on_change=self.journeys.on_segment
+        )
 
     @cached_property
     def catalog(self) -> CatalogService | None:
@@ -205,6 +208,9 @@ class Runtime:
                 self.journeys.resume(timer.payload)
             elif kind == "send":
                 self.sender.handle_timer(timer.payload)
+            elif kind == "journey_broadcast":
+                members = self.segments.members(timer.payload["segment"]) if timer.payload.get("segment") else []
+                self.authoring.broadcast(timer.payload["journey"], members)
             else:
                 log.warning("timer %s has unknown kind %r", timer.timer_id, kind)
             fired += 1

@@ -381,7 +381,7 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     db = runtime.stores.events.db
     by_source = dict(db.query("SELECT source, COUNT(*) FROM events GROUP BY source ORDER BY 2 DESC"))
     ledger = db.query("SELECT journey, channel, status, COUNT(*) FROM ledger GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for reason, n in db.query("SELECT reason, COUNT(*) FROM ledger WHERE status IN ('skipped', 'deferred') "
                               "GROUP BY reason"):
         reasons[reason.split(":")[0] + ": " + reason.split(":", 2)[1].strip().split(" (")[0]
@@ -389,7 +389,7 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     deferred_then_sent = db.query("SELECT COUNT(*) FROM ledger WHERE status = 'sent' AND detail LIKE "
                                   "'%deferred_until%'")[0][0]
     lift = measure_cart_lift(runtime)
-    segments = Counter()
+    segments: Counter[str] = Counter()
     for (traits,) in db.query("SELECT traits FROM profiles"):
         for s in json.loads(traits).get("_segments", []):
             segments[s] += 1

@@ -83,9 +83,17 @@ class Authoring:
         out = []
         for name, version in sorted(self.registry.current.items()):
             j = self.registry.versions[name][version]
-            out.append({"name": name, "version": version, "description": j.description, "enabled": j.enabled,
-                        "paused": name in self.registry.paused, "versions": sorted(self.registry.versions[name]),
-                        "trigger": j.trigger.model_dump(mode="json", exclude_none=True, exclude_defaults=True)})
+            out.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "description": j.description,
+                    "enabled": j.enabled,
+                    "paused": name in self.registry.paused,
+                    "versions": sorted(self.registry.versions[name]),
+                    "trigger": j.trigger.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+                }
+            )
         return out
 
     def get_journey(self, name: str) -> Journey:
@@ -102,14 +110,20 @@ class Authoring:
         if existing is not None and existing != journey:
             raise BadRequest(
                 f"journey {journey.name!r} version {journey.version!r} exists with other steps; give the change "
-                "a new version (customers in flight stay on theirs)", field="version")
-        self.blobs.put(f"config/journeys/{journey.name}/{journey.version}.json", dump_journey(journey).encode(),
-                       content_type="application/json")
+                "a new version (customers in flight stay on theirs)",
+                field="version",
+            )
+        self.blobs.put(
+            f"config/journeys/{journey.name}/{journey.version}.json",
+            dump_journey(journey).encode(),
+            content_type="application/json",
+        )
         self.registry.add(journey)
         state = self._state()
         state.setdefault("current", {})[journey.name] = journey.version
         state["deleted"] = [n for n in state.get("deleted", []) if n != journey.name]
         self._save_state(state)
+        self.engine.schedule_broadcasts()
         return journey
 
     def pause(self, name: str, paused: bool) -> None:
@@ -132,8 +146,9 @@ class Authoring:
         self.registry.remove(name)
 
     # ------------------------------------------------------------------ dry run
-    def dry_run(self, name: str, profile_id: str, start: datetime | None = None,
-                entity: str = "-") -> list[dict[str, Any]]:
+    def dry_run(
+        self, name: str, profile_id: str, start: datetime | None = None, entity: str = "-"
+    ) -> list[dict[str, Any]]:
         """What the journey would do for one customer from now, without sending or writing."""
         journey = self.get_journey(name)
         profile = self.sender.profiles.get(profile_id)
@@ -164,23 +179,34 @@ class Authoring:
                     plan.append({"at": at.isoformat(), "step": step.id, "action": "wait", "until": due.isoformat()})
                     at = due
                 case WaitForStep():
-                    plan.append({"at": at.isoformat(), "step": step.id, "action": "wait_for",
-                                 "reason": f"waits up to {step.timeout_hours} h for {step.event}: if it comes, "
-                                           f"goes to {step.on_event}; this plan assumes it does not"})
+                    plan.append(
+                        {
+                            "at": at.isoformat(),
+                            "step": step.id,
+                            "action": "wait_for",
+                            "reason": f"waits up to {step.timeout_hours} h for {step.event}: if it comes, "
+                            f"goes to {step.on_event}; this plan assumes it does not",
+                        }
+                    )
                     at += timedelta(hours=step.timeout_hours)
                     target = step.on_timeout
                 case BranchStep():
                     ok = evaluate(step.if_, self.engine.facts(profile, step.if_))
                     target = step.then if ok else step.else_
-                    plan.append({"at": at.isoformat(), "step": step.id, "action": "branch",
-                                 "reason": f"condition {'holds' if ok else 'does not hold'}: goes to {target}"})
+                    plan.append(
+                        {
+                            "at": at.isoformat(),
+                            "step": step.id,
+                            "action": "branch",
+                            "reason": f"condition {'holds' if ok else 'does not hold'}: goes to {target}",
+                        }
+                    )
                 case SplitStep():
                     variant = split_variant(profile.profile_id, journey.name, step.id, step.variants)
                     target = step.goto.get(variant, "next")
                     plan.append({"at": at.isoformat(), "step": step.id, "action": "split", "variant": variant})
                 case UpdateProfileStep():
-                    plan.append({"at": at.isoformat(), "step": step.id, "action": "update_profile",
-                                 "set": step.set})
+                    plan.append({"at": at.isoformat(), "step": step.id, "action": "update_profile", "set": step.set})
                 case ExitStep():
                     target = "exit"
             if target == "exit":
@@ -194,14 +220,29 @@ class Authoring:
                 index = journey.index(target)
         return plan
 
-    def _plan_send(self, journey: Journey, step: SendStep, profile: Profile, entity: str, at: datetime,
-                   sent_at: list[datetime]) -> dict[str, Any]:
-        task = {"profile_id": profile.profile_id, "journey": journey.name, "version": journey.version,
-                "step": step.id, "entity": entity, "channel": step.channel, "fallback_channel": step.fallback_channel,
-                "template": step.template, "purpose": step.purpose, "priority": step.priority}
+    def _plan_send(
+        self, journey: Journey, step: SendStep, profile: Profile, entity: str, at: datetime, sent_at: list[datetime]
+    ) -> dict[str, Any]:
+        task = {
+            "profile_id": profile.profile_id,
+            "journey": journey.name,
+            "version": journey.version,
+            "step": step.id,
+            "entity": entity,
+            "channel": step.channel,
+            "fallback_channel": step.fallback_channel,
+            "template": step.template,
+            "purpose": step.purpose,
+            "priority": step.priority,
+        }
         channel, problem, note = self.sender.choose_channel(profile, task)
-        item: dict[str, Any] = {"at": at.isoformat(), "step": step.id, "action": "send", "channel": channel,
-                                "template": step.template}
+        item: dict[str, Any] = {
+            "at": at.isoformat(),
+            "step": step.id,
+            "action": "send",
+            "channel": channel,
+            "template": step.template,
+        }
         if problem:
             return {**item, "decision": "skipped", "reason": problem}
         when, reasons = at, []
@@ -216,20 +257,25 @@ class Authoring:
                 reasons.append(quiet[1])
             sent_at.append(when)
         try:
-            subject, _, _ = self.sender.renderer.render(step.template, self.sender.context({**task, "channel": channel},
-                                                                                          profile))
+            subject, _, _ = self.sender.renderer.render(
+                step.template, self.sender.context({**task, "channel": channel}, profile)
+            )
         except (LiquidError, KeyError) as exc:
             return {**item, "decision": "fails", "reason": f"template error: {exc}"}
         decision = "deferred" if reasons else "sent"
-        return {**item, "at": when.isoformat(), "decision": decision, "subject": subject,
-                "reason": ("deferred: " + "; ".join(reasons)) if reasons else f"would send{note}"}
+        return {
+            **item,
+            "at": when.isoformat(),
+            "decision": decision,
+            "subject": subject,
+            "reason": ("deferred: " + "; ".join(reasons)) if reasons else f"would send{note}",
+        }
 
     # ------------------------------------------------------------------ broadcasts
     def broadcast(self, name: str, members: list[str]) -> int:
         journey = self.get_journey(name)
         if not journey.trigger.broadcast:
-            raise BadRequest(f"journey {name!r} is not a broadcast (its trigger is not broadcast: true)",
-                             field="name")
+            raise BadRequest(f"journey {name!r} is not a broadcast (its trigger is not broadcast: true)", field="name")
         entered = 0
         for profile_id in members:
             profile = self.sender.profiles.get(profile_id)
@@ -240,21 +286,30 @@ class Authoring:
     # ------------------------------------------------------------------ templates
     def save_template(self, name: str, data: Any) -> Template:
         if not isinstance(data, dict):
-            raise BadRequest("a template is an object with subject, text and optionally html and locale",
-                             field="body")
+            raise BadRequest("a template is an object with subject, text and optionally html and locale", field="body")
         unknown = set(data) - {"subject", "text", "html", "locale"}
         if unknown:
             raise BadRequest(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
         for required in ("subject", "text"):
             if not isinstance(data.get(required), str) or not data[required]:
                 raise BadRequest(f"{required} is required", field=required)
-        template = Template(name=name, subject=data["subject"], text=data["text"], html=data.get("html"),
-                            locale=data.get("locale"))
+        template = Template(
+            name=name, subject=data["subject"], text=data["text"], html=data.get("html"), locale=data.get("locale")
+        )
         self.sender.renderer.add(template)  # refuses a syntax error here, not at send time
-        self.blobs.put(f"config/templates/{template.key}.json",
-                       json.dumps({"name": name, "subject": template.subject, "text": template.text,
-                                   "html": template.html, "locale": template.locale}).encode(),
-                       content_type="application/json")
+        self.blobs.put(
+            f"config/templates/{template.key}.json",
+            json.dumps(
+                {
+                    "name": name,
+                    "subject": template.subject,
+                    "text": template.text,
+                    "html": template.html,
+                    "locale": template.locale,
+                }
+            ).encode(),
+            content_type="application/json",
+        )
         return template
 
     def preview(self, name: str, profile_id: str, channel: str = "email") -> dict[str, Any]:
@@ -274,8 +329,13 @@ class Authoring:
         """Send one rendered message as the named profile would get it, to a tester's address."""
         rendered = self.preview(name, profile_id, channel)
         message = OutboundMessage(
-            message_id=f"test-{name}-{profile_id}-{int(self.engine.clock.now().timestamp())}", channel=channel,
-            to=to, subject=f"[TEST] {rendered['subject']}", text=rendered["text"],
-            html=rendered["html"] if channel == "email" else None, metadata={"test": "true"})
+            message_id=f"test-{name}-{profile_id}-{int(self.engine.clock.now().timestamp())}",
+            channel=channel,
+            to=to,
+            subject=f"[TEST] {rendered['subject']}",
+            text=rendered["text"],
+            html=rendered["html"] if channel == "email" else None,
+            metadata={"test": "true"},
+        )
         result = self.sender.channel_for(channel).send(message)
         return {"ok": result.ok, "provider_message_id": result.provider_message_id, "error": result.error}

@@ -46,8 +46,14 @@ class CatalogService:
         """Merge one catalog item (None fields keep what we had); returns the events emitted."""
         if item.inventory_item_id and item.product_id:
             # remember which variant this inventory item counts, for inventory-only webhooks
-            self.catalog.put(Product(product_id=INVENTORY, variant_id=item.inventory_item_id,
-                                     title=f"{item.product_id}|{item.variant_id or '-'}", status="index"))
+            self.catalog.put(
+                Product(
+                    product_id=INVENTORY,
+                    variant_id=item.inventory_item_id,
+                    title=f"{item.product_id}|{item.variant_id or '-'}",
+                    status="index",
+                )
+            )
         elif item.inventory_item_id:
             link = self.catalog.get(INVENTORY, item.inventory_item_id)
             if link is None:

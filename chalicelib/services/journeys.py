@@ -135,6 +135,25 @@ class JourneyEngine:
         self.default_timezone = default_timezone
         self.scores = scores  # callable(profile_id) -> dict[str, float], once models exist
 
+    def schedule_broadcasts(self) -> int:
+        """A timer for each scheduled broadcast still ahead (conditional: scheduling twice is harmless)."""
+        n = 0
+        for journey in self.registry.active():
+            at = journey.trigger.at
+            if journey.trigger.broadcast and at is not None and at > self.clock.now():
+                n += self.store.schedule(
+                    Timer(
+                        timer_id=f"broadcast|{journey.name}|{journey.version}|{iso(at)}",
+                        due_at=at,
+                        payload={
+                            "kind": "journey_broadcast",
+                            "journey": journey.name,
+                            "segment": journey.trigger.segment,
+                        },
+                    )
+                )
+        return n
+
     # ------------------------------------------------------------------ facts
     def facts(self, profile: Profile, rule: Any) -> Facts:
         events = []

@@ -80,6 +80,27 @@ def consent_problem(profile: Profile, channel: str, purpose: str) -> str | None:
     return None
 
 
+class ProviderThrottle:
+    """A token bucket per channel plugin, on the injected clock: over the provider's rate a
+    message is deferred by the wait (never slept on, never dropped)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, tuple[float, datetime]] = {}
+
+    def wait(self, name: str, rate: float | None, now: datetime) -> float:
+        """Seconds to wait before the next send on ``name``; 0 takes a token now."""
+        if not rate:
+            return 0.0
+        burst = max(1.0, rate)
+        tokens, last = self.buckets.get(name, (burst, now))
+        tokens = min(burst, tokens + (now - last).total_seconds() * rate)
+        if tokens >= 1:
+            self.buckets[name] = (tokens - 1, now)
+            return 0.0
+        self.buckets[name] = (tokens, now)
+        return (1 - tokens) / rate
+
+
 class SendService:
     def __init__(
         self,
@@ -106,6 +127,7 @@ class SendService:
         self.credentials = credentials
         self.channel_for = channel_factory  # callable(kind) -> Channel
         self.renderer = renderer or TemplateRenderer()
+        self.throttle = ProviderThrottle()
 
     # ------------------------------------------------------------------ entry points
     def choose_channel(self, profile: Profile | None, task: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -265,6 +287,11 @@ class SendService:
     def _deliver(self, task: dict[str, Any], profile: Profile, key: str, attempt: int) -> str:
         now = self.clock.now()
         channel: Channel = self.channel_for(task["channel"])
+        rate = self.policy.provider_rate_per_second.get(channel.name, channel.rate_per_second)
+        wait = self.throttle.wait(channel.name, rate, now)
+        if wait > 0:
+            until = now + timedelta(seconds=wait)
+            return self._defer(task, key, until, f"provider throttle ({rate:g}/s on {channel.name})", attempt)
         mid = message_id(key)
         context = self.context(task, profile)
         try:

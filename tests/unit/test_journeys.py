@@ -241,3 +241,38 @@ def test_journey_definitions_are_validated_with_line_and_field():
     with pytest.raises(BadRequest, match="goes to unknown step 'nowhere'"):
         load_journey({"name": "x", "trigger": {"event": "A"},
                       "steps": [{"id": "b", "type": "branch", "if": {"trait": "a"}, "then": "nowhere"}]})
+
+
+def test_provider_throttle_defers_instead_of_dropping(rec_runtime, outbox):
+    rt = rec_runtime(journeys={"disabled": ["welcome"]}, send_policy={"provider_rate_per_second": {"rec_email": 2}})
+    for i in range(5):
+        customer(rt, f"t{i}")
+        emit(rt, "track", userId=f"t{i}", event="Order Completed", properties={"order_id": f"o{i}"})
+    statuses = sorted(e.status for e in rt.stores.ledger.all() if e.step == "order_confirmed")
+    assert statuses.count("sent") == 2 and statuses.count("deferred") == 3
+    deferred = next(e for e in rt.stores.ledger.all() if e.status == "deferred")
+    assert "provider throttle (2/s on rec_email)" in deferred.reason
+    for _ in range(3):  # each moment the bucket refills, two more go
+        later(rt, seconds=30)
+    assert all(e.status == "sent" for e in rt.stores.ledger.all() if e.step == "order_confirmed")
+    assert len(outbox.to("email")) == 5
+
+
+def test_a_scheduled_broadcast_starts_at_its_time(rt, outbox):
+    for i in range(3):
+        customer(rt, f"b{i}", timezone="Europe/Paris")
+    at = rt.clock.now() + timedelta(days=2)
+    rt.authoring.save_journey(f"""
+name: black_friday
+trigger: {{broadcast: true, segment: subscribers, at: "{iso(at)}"}}
+reentry: once
+steps:
+  - {{id: promo, type: send, channel: email, template: promotion_a}}
+""")
+    later(rt, days=1)
+    assert not [m for m in outbox.to("email") if "20% off" in m.subject]
+    later(rt, days=1, minutes=1)
+    assert len([m for m in outbox.to("email") if "20% off" in m.subject]) == 3
+    with pytest.raises(BadRequest, match="at schedules a broadcast"):
+        load_journey({"name": "x", "trigger": {"event": "A", "at": iso(at)},
+                      "steps": [{"id": "s", "type": "exit"}]})
