@@ -31,6 +31,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate
 from typing import Any, ClassVar
 
 import pluggy
@@ -57,9 +59,11 @@ __all__ = [
     "SignatureError",
     "SourceOutput",
     "WebhookRequest",
+    "header_injection",
     "hmac_sha256",
     "hookimpl",
     "matches_any",
+    "mime_email",
     "money",
     "standard_webhooks_signature",
     "verify_base64_hmac",
@@ -177,6 +181,35 @@ class Channel:
     def __repr__(self) -> str:
         # settings' SecretStr fields print as '**********'
         return f"<{type(self).__name__} {self.name} ({self.channel}) {self.settings!r}>"
+
+
+def mime_email(
+    message: OutboundMessage, *, from_address: str, at: datetime, message_id_domain: str,
+    reply_to: str | None = None,
+) -> EmailMessage:
+    """The e-mail every e-mail channel sends: multipart text + HTML, a Message-ID derived from
+    Omnicast's message id (a retry carries the same one; receivers dedupe on it), and the
+    message's own headers (List-Unsubscribe, List-Unsubscribe-Post)."""
+    msg = EmailMessage()
+    msg["From"] = from_address
+    msg["To"] = message.to
+    msg["Subject"] = message.subject or ""
+    msg["Date"] = formatdate(at.timestamp(), localtime=False)
+    msg["Message-ID"] = f"<{message.message_id}@{message_id_domain}>"
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg["X-Omnicast-Message-Id"] = message.message_id
+    for name, value in message.headers.items():
+        msg[name] = value
+    msg.set_content(message.text or "")
+    if message.html:
+        msg.add_alternative(message.html, subtype="html")
+    return msg
+
+
+def header_injection(*values: str | None) -> bool:
+    """True if any value would break out of its header line."""
+    return any(v is not None and ("\r" in v or "\n" in v) for v in values)
 
 
 # --------------------------------------------------------------------------- models

@@ -9,12 +9,19 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate
 from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from chalicelib.plugin_api import Channel, OutboundMessage, PluginSettings, SendResult, hookimpl
+from chalicelib.plugin_api import (
+    Channel,
+    OutboundMessage,
+    PluginSettings,
+    SendResult,
+    header_injection,
+    hookimpl,
+    mime_email,
+)
 
 
 class SmtpSettings(PluginSettings):
@@ -30,10 +37,6 @@ class SmtpSettings(PluginSettings):
     message_id_domain: str = "omnicast.local"
 
 
-def _unsafe(value: str) -> bool:
-    return "\r" in value or "\n" in value
-
-
 class SmtpChannel(Channel):
     name = "smtp"
     channel = "email"
@@ -44,22 +47,8 @@ class SmtpChannel(Channel):
 
     def build(self, message: OutboundMessage) -> EmailMessage:
         s: SmtpSettings = self.settings  # type: ignore[assignment]
-        msg = EmailMessage()
-        msg["From"] = s.from_address
-        msg["To"] = message.to
-        msg["Subject"] = message.subject or ""
-        msg["Date"] = formatdate(self.context.clock.now().timestamp(), localtime=False)
-        # derived from Omnicast's id, so a retry carries the same Message-ID (receivers dedupe on it)
-        msg["Message-ID"] = f"<{message.message_id}@{s.message_id_domain}>"
-        if s.reply_to:
-            msg["Reply-To"] = s.reply_to
-        msg["X-Omnicast-Message-Id"] = message.message_id
-        for name, value in message.headers.items():
-            msg[name] = value
-        msg.set_content(message.text or "")
-        if message.html:
-            msg.add_alternative(message.html, subtype="html")
-        return msg
+        return mime_email(message, from_address=s.from_address, at=self.context.clock.now(),
+                          message_id_domain=s.message_id_domain, reply_to=s.reply_to)
 
     def _connect(self) -> smtplib.SMTP:
         s: SmtpSettings = self.settings  # type: ignore[assignment]
@@ -75,7 +64,7 @@ class SmtpChannel(Channel):
         return conn
 
     def _one(self, conn: smtplib.SMTP, message: OutboundMessage) -> SendResult:
-        if _unsafe(message.to) or _unsafe(message.subject or ""):
+        if header_injection(message.to, message.subject):
             return SendResult.failed("address or subject contains a line break (header injection)", retryable=False)
         msg = self.build(message)
         try:

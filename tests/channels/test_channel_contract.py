@@ -45,8 +45,30 @@ def no_settings() -> Iterator[dict[str, Any]]:
     yield {}
 
 
+@contextlib.contextmanager
+def ses_harness() -> Iterator[dict[str, Any]]:
+    import os
+
+    import boto3
+    from moto import mock_aws
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    try:
+        with mock_aws():
+            boto3.client("ses", region_name="us-east-1").verify_domain_identity(Domain="example.com")
+            yield {"region": "us-east-1"}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 HARNESS = {
     "smtp": smtp_harness,
+    "ses": ses_harness,
     "sandbox_sms": no_settings,
     "sandbox_push": no_settings,
     "sandbox_messenger": no_settings,
@@ -105,4 +127,4 @@ def test_sends_one_and_a_batch_against_its_harness(name, tmp_path):
 
 def test_the_suite_covers_every_registered_channel():
     assert set(CHANNELS) <= set(HARNESS), f"no harness for {set(CHANNELS) - set(HARNESS)}"
-    assert {"smtp", "sandbox_sms"} <= set(CHANNELS)
+    assert {"smtp", "ses", "sandbox_sms"} <= set(CHANNELS)

@@ -138,7 +138,8 @@ def test_channel_choice_is_configuration(third_party):
         host.channel_class("email", {"email": "nope"})
     with pytest.raises(ConfigError, match="serves 'email', not 'sms'"):
         host.channel_class("sms", {"sms": "recorder"})
-    bad = load_settings({}, overrides={"plugin_settings": {"recorder": {"greting": "typo"}}})
+    bad = load_settings({}, overrides={"channels": {"email": "recorder"},
+                                       "plugin_settings": {"recorder": {"greting": "typo"}}})
     with pytest.raises(ConfigError, match=r"plugin_settings.recorder.greting: unknown setting"):
         host.make_channel("email", bad, ChannelContext(clock=None, blobs=None))  # type: ignore[arg-type]
 
