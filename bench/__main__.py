@@ -10,6 +10,7 @@ BENCHES = {
     "ingest": "bench.ingest",
     "journeys": "bench.journeys",
     "simulation": "bench.simulation",
+    "cost": "bench.cost",
 }
 
 
