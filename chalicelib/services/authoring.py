@@ -30,7 +30,7 @@ from chalicelib.journey_model import (
 )
 from chalicelib.plugin_api import OutboundMessage
 from chalicelib.ports import BlobStore, Profile
-from chalicelib.services.journeys import JourneyEngine, JourneyRegistry, local_time, split_variant
+from chalicelib.services.journeys import JourneyEngine, JourneyRegistry, split_variant
 from chalicelib.services.rules import evaluate
 from chalicelib.services.send import SendService
 from chalicelib.services.templates import Template
@@ -169,13 +169,7 @@ class Authoring:
                     plan.append(self._plan_send(journey, step, profile, entity, at, sent_at))
                     target = step.then
                 case WaitStep():
-                    if step.until_local:
-                        tz = local_time(profile, self.engine.default_timezone)
-                        due = self.engine._at_local(at, step.until_local, tz)
-                        if due <= at:
-                            due = self.engine._at_local(at + timedelta(days=1), step.until_local, tz)
-                    else:
-                        due = at + timedelta(hours=(step.hours or 0) + 24 * (step.days or 0))
+                    due = self.engine.wait_until(step, profile, at)
                     plan.append({"at": at.isoformat(), "step": step.id, "action": "wait", "until": due.isoformat()})
                     at = due
                 case WaitForStep():

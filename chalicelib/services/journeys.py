@@ -475,16 +475,16 @@ class JourneyEngine:
         state.data = {**state.data, "exit_reason": "too many steps in one run (a loop?)"}
         self.store.put(state)
 
+    def wait_until(self, step: WaitStep, profile: Profile | None, now: datetime) -> datetime:
+        """When a wait that starts at ``now`` ends (a local time is the next one in the customer's zone)."""
+        if not step.until_local:
+            return now + timedelta(hours=(step.hours or 0) + 24 * (step.days or 0))
+        tz = local_time(profile, self.default_timezone) if profile else ZoneInfo(self.default_timezone)
+        due = self._at_local(now, step.until_local, tz)
+        return due if due > now else self._at_local(now + timedelta(days=1), step.until_local, tz)
+
     def _wait(self, journey: Journey, state: JourneyState, step: WaitStep) -> None:
-        now = self.clock.now()
-        if step.until_local:
-            profile = self._profile(state.profile_id)
-            tz = local_time(profile, self.default_timezone) if profile else ZoneInfo(self.default_timezone)
-            due = self._at_local(now, step.until_local, tz)
-            if due <= now:
-                due = self._at_local(now + timedelta(days=1), step.until_local, tz)
-        else:
-            due = now + timedelta(hours=(step.hours or 0) + 24 * (step.days or 0))
+        due = self.wait_until(step, self._profile(state.profile_id), self.clock.now())
         state.status = "waiting"
         self.store.put(state)
         self.store.schedule(
