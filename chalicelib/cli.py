@@ -207,6 +207,14 @@ def cmd_templates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    deliveries, new = rt.webhook_processor.replay(args.source, after=args.after, trigger_journeys=args.journeys)
+    print(f"replayed {deliveries} {args.source} deliveries: {new} new events"
+          + ("" if args.journeys else " (journeys not started)"))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
@@ -277,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--file", help="JSON with subject, text, html, locale (apply)")
     sp.add_argument("--profile", help="render as this profile (preview)")
     sp.set_defaults(func=cmd_templates)
+
+    sp = add("replay", "map a source's kept raw deliveries again (duplicates change nothing)")
+    sp.add_argument("source", help="shopify, woocommerce, bigcommerce, stripe, ...")
+    sp.add_argument("--after", help="only deliveries whose id sorts after this one")
+    sp.add_argument("--journeys", action="store_true", help="let new events start journeys")
+    sp.set_defaults(func=cmd_replay)
 
     sp = add("config", "print the effective configuration")
     sp.set_defaults(func=cmd_config)

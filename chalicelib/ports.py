@@ -63,6 +63,10 @@ class EventStore(Protocol):
         """The profile's processed events, oldest first by ``timestamp``, at most ``limit``."""
         ...
 
+    def by_source(self, source: str, after: str | None = None, limit: int = 500) -> list[StoredEvent]:
+        """A page of one source's events ordered by message id, after ``after`` (audit, replay)."""
+        ...
+
     def count(self, source: str | None = None) -> int:
         """How many events are stored, of one source or of all (reports and tests)."""
         ...

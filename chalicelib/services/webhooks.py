@@ -204,22 +204,64 @@ class WebhookProcessor:
             received_at=received_at,
             query=message.get("query") or {},
         )
+        self._apply(name, request, message["topic"], message["received_at"], trigger_journeys=True)
+        self.events.mark_processed(record.source, record.message_id, "-")
+        if message.get("event_id"):
+            self.events.mark_processed(f"raw-action:{name}", f"{message['event_id']}:{message['topic']}", "-")
+        return True
+
+    def _apply(self, name: str, request: WebhookRequest, topic: str, received: str, trigger_journeys: bool) -> int:
+        """Map one verified delivery and apply its events and catalog items; returns new events."""
+        received_at = parse_iso(received)
         output = self.sources.get(name).to_output(request)
+        applied = 0
         for i, event in enumerate(output.events):
             try:
                 calls = parse_call(str(event.get("type")), event, received_at).calls
             except BadRequest as exc:
                 # a plugin produced an invalid event: keep the raw delivery, skip that event
-                log.error("source %s produced an invalid event #%d for %s: %s", name, i, message["topic"], exc.message)
+                log.error("source %s produced an invalid event #%d for %s: %s", name, i, topic, exc.message)
                 continue
             for call in calls:
-                self.processor.handle(
-                    {"source": name, "received_at": message["received_at"], "event": to_payload(call)}
+                applied += self.processor.handle(
+                    {
+                        "source": name,
+                        "received_at": received,
+                        "event": to_payload(call),
+                        "trigger_journeys": trigger_journeys,
+                    }
                 )
         if self.catalog is not None:
             for item in output.catalog:
                 self.catalog.apply(name, item, received_at)
-        self.events.mark_processed(record.source, record.message_id, "-")
-        if message.get("event_id"):
-            self.events.mark_processed(f"raw-action:{name}", f"{message['event_id']}:{message['topic']}", "-")
-        return True
+        return applied
+
+    def replay(self, name: str, after: str | None = None, trigger_journeys: bool = False) -> tuple[int, int]:
+        """Map the kept raw deliveries of a source again (after a mapping fix, say).
+
+        Events that exist already are duplicates and change nothing; new ones are applied,
+        without starting journeys unless asked. Returns (deliveries read, new events).
+        """
+        self.sources.get(name)  # an unknown source is a clear error before any work
+        deliveries = new_events = 0
+        cursor = after
+        while True:
+            page = self.events.by_source(f"raw:{name}", after=cursor, limit=200)
+            for record in page:
+                payload = record.payload
+                if "body" in payload:
+                    body = str(payload["body"]).encode("utf-8")
+                else:
+                    kept = self.blobs.get(payload.get("raw", ""))
+                    if kept is None:
+                        log.warning("raw delivery %s of %s is missing from the blob store", record.message_id, name)
+                        continue
+                    body = json.loads(kept)["body"].encode("utf-8")
+                request = WebhookRequest(
+                    source=name, headers=payload.get("headers") or {}, body=body, received_at=record.received_at
+                )
+                new_events += self._apply(name, request, str(record.event), iso(record.received_at), trigger_journeys)
+                deliveries += 1
+            if len(page) < 200:
+                return deliveries, new_events
+            cursor = page[-1].message_id

@@ -25,6 +25,15 @@ def test_events_deduplicate_on_source_and_message_id(stores):
     assert stored.processed is False and stores.events.get("segment", "nope") is None
 
 
+def test_events_page_by_source(stores):
+    for i in range(5):
+        stores.events.append(event(f"m{i}", source="raw:shop"))
+    stores.events.append(event("other", source="segment"))
+    first = stores.events.by_source("raw:shop", limit=3)
+    assert [e.message_id for e in first] == ["m0", "m1", "m2"]
+    assert [e.message_id for e in stores.events.by_source("raw:shop", after="m2")] == ["m3", "m4"]
+
+
 def test_processed_events_are_listed_per_profile_in_time_order(stores):
     for i, minutes in enumerate([30, 10, 20]):
         stores.events.append(event(f"e{i}", ts=T0 + timedelta(minutes=minutes)))

@@ -211,3 +211,31 @@ def test_catalog_changes_emit_back_in_stock_and_price_drop(shop):
 def _catalog_ids(runtime):
     db = runtime.stores.events.db  # the local adapter: read the log directly
     return [r[0] for r in db.query("SELECT message_id FROM events WHERE source='catalog'")]
+
+
+def test_replay_maps_kept_deliveries_again_and_duplicates_change_nothing(shop, monkeypatch):
+    runtime, client = shop
+    post(client, ORDER, delivery="r1")
+    post(client, {**ORDER, "id": 5}, delivery="r2")
+    runtime.drain()
+    assert runtime.webhook_processor.replay("testshop") == (2, 0)  # nothing new: all duplicates
+    source = runtime.sources.get("testshop")
+    original = source.to_output
+
+    def fixed_mapping(request):  # a later plugin version maps one more event per order
+        out = original(request)
+        extra = dict(out.events[0], event="Order Reviewed", messageId=out.events[0]["messageId"] + ":review")
+        out.events.append(extra)
+        return out
+
+    monkeypatch.setattr(source, "to_output", fixed_mapping)
+    decisions = len(runtime.stores.ledger.all())
+    assert runtime.webhook_processor.replay("testshop") == (2, 2)
+    assert runtime.webhook_processor.replay("testshop") == (2, 0)
+    assert runtime.stores.events.count("testshop") == 4
+    runtime.drain()
+    assert len(runtime.stores.ledger.all()) == decisions  # replays start no journeys, send nothing
+    from chalicelib.errors import NotFound
+
+    with pytest.raises(NotFound):
+        runtime.webhook_processor.replay("magento")

@@ -153,6 +153,13 @@ class DynamoEventStore(_Table):
         )["Items"]
         return [self._event(i) for i in items]
 
+    def by_source(self, source: str, after: str | None = None, limit: int = 500) -> list[StoredEvent]:
+        # a scan: replay and audit are rare, operator-driven reads
+        items = self.scan_prefix(f"EVT#{source}#")
+        assert isinstance(items, list)
+        events = sorted((self._event(i) for i in items), key=lambda e: e.message_id)
+        return [e for e in events if e.message_id > (after or "")][:limit]
+
     def count(self, source: str | None = None) -> int:
         n = self.scan_prefix(f"EVT#{source}#" if source else "EVT#", count_only=True)
         assert isinstance(n, int)

@@ -187,6 +187,13 @@ class SqliteEventStore:
         )
         return [self._row(r) for r in rows]
 
+    def by_source(self, source: str, after: str | None = None, limit: int = 500) -> list[StoredEvent]:
+        rows = self.db.query(
+            "SELECT * FROM events WHERE source=? AND message_id > ? ORDER BY message_id LIMIT ?",
+            (source, after or "", limit),
+        )
+        return [self._row(r) for r in rows]
+
     def count(self, source: str | None = None) -> int:
         if source is None:
             return int(self.db.query("SELECT COUNT(*) FROM events")[0][0])
