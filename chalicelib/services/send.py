@@ -37,14 +37,21 @@ from chalicelib.services.templates import TemplateRenderer
 
 log = logging.getLogger("omnicast.send")
 
-# channel kind -> the profile trait holding its address
+# channel kind -> the profile trait holding its address; a webhook goes to the shop's own
+# endpoint (the plugin's setting) and names the customer by profile id
 ADDRESS_TRAIT = {
     "email": "email",
     "sms": "phone",
     "push": "push_token",
     "messenger": "chat_id",
-    "webhook": "webhook_url",
 }
+
+
+def address_of(profile: Profile, channel: str) -> str | None:
+    if channel == "webhook":
+        return profile.profile_id
+    value = profile.traits.get(ADDRESS_TRAIT.get(channel, channel))
+    return str(value) if value else None
 
 
 def ledger_key(task: dict[str, Any]) -> str:
@@ -65,9 +72,8 @@ def in_holdout(profile_id: str, percent: float) -> bool:
 
 def consent_problem(profile: Profile, channel: str, purpose: str) -> str | None:
     """Why this profile may not get this message on this channel, or None."""
-    trait = ADDRESS_TRAIT.get(channel, channel)
-    if not profile.traits.get(trait):
-        return f"no {trait} on the profile"
+    if address_of(profile, channel) is None:
+        return f"no {ADDRESS_TRAIT.get(channel, channel)} on the profile"
     consent = profile.traits.get("consent", {})
     if isinstance(consent, dict):
         state = consent.get(channel)
@@ -308,7 +314,7 @@ class SendService:
         message = OutboundMessage(
             message_id=mid,
             channel=task["channel"],
-            to=str(profile.traits[ADDRESS_TRAIT.get(task["channel"], task["channel"])]),
+            to=address_of(profile, task["channel"]) or "",
             subject=subject,
             text=text,
             html=html if task["channel"] == "email" else None,

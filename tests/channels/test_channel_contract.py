@@ -66,7 +66,32 @@ def ses_harness() -> Iterator[dict[str, Any]]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def webhook_harness() -> Iterator[dict[str, Any]]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield {"url": f"http://127.0.0.1:{server.server_address[1]}/hooks", "secret": "whsec_c2VjcmV0"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 HARNESS = {
+    "webhook": webhook_harness,
     "smtp": smtp_harness,
     "ses": ses_harness,
     "sandbox_sms": no_settings,
