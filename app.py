@@ -48,6 +48,13 @@ def shop_webhook(source: str) -> dict[str, Any]:
     return get_runtime().webhooks.accept(source, http.body(), http.headers(), dict(request.query_params or {}))
 
 
+@app.route("/v1/feedback/sns", methods=["POST"], content_types=["text/plain", "application/json"])
+@answers_errors
+def sns_feedback() -> dict[str, Any]:
+    # SNS posts its JSON as text/plain; the service verifies the signature before acting
+    return get_runtime().feedback.handle(http.body())
+
+
 @app.route(
     "/v1/unsubscribe",
     methods=["GET", "POST"],

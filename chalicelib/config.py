@@ -60,6 +60,11 @@ class SendPolicySettings(Strict):
     holdout_percent: float = Field(0.0, ge=0, lt=100)
 
 
+class FeedbackSettings(Strict):
+    sns_topics: list[str] = Field(default_factory=list)  # accepted TopicArns (empty: any, signed)
+    extra_cert_hosts: list[str] = Field(default_factory=list)  # tests only: a loopback certificate host
+
+
 class ShopSettings(Strict):
     name: str = "Omnicast Demo Shop"
     url: str = "https://shop.example"
@@ -84,6 +89,7 @@ class Settings(Strict):
     send_policy: SendPolicySettings = Field(default_factory=lambda: SendPolicySettings())
     public_url: str = "http://127.0.0.1:8000"
     shop: ShopSettings = Field(default_factory=lambda: ShopSettings())
+    feedback: FeedbackSettings = Field(default_factory=lambda: FeedbackSettings())
     journeys: JourneySettings = Field(default_factory=lambda: JourneySettings())
 
 

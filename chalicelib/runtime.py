@@ -27,6 +27,7 @@ from chalicelib.services.webhooks import WebhookService, WebhookSources
 if TYPE_CHECKING:
     from chalicelib.services.authoring import Authoring
     from chalicelib.services.catalog import CatalogService
+    from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
     from chalicelib.services.segments import SegmentService
@@ -150,6 +151,14 @@ class Runtime:
         )
         load_templates(sender, self.stores.blobs)
         return sender
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        from chalicelib.services.feedback import FeedbackService, SnsVerifier
+
+        fb = self.settings.feedback
+        return FeedbackService(SnsVerifier(tuple(fb.extra_cert_hosts)), self.stores.events, self.stores.profiles,
+                               self.consent, self.clock, tuple(fb.sns_topics))
 
     @cached_property
     def authoring(self) -> Authoring:
