@@ -65,6 +65,7 @@ __all__ = [
     "matches_any",
     "mime_email",
     "money",
+    "sms_segments",
     "standard_webhooks_signature",
     "verify_base64_hmac",
 ]
@@ -205,6 +206,24 @@ def mime_email(
     if message.html:
         msg.add_alternative(message.html, subtype="html")
     return msg
+
+
+# GSM 03.38 basic character set and its extension table (the extension costs two septets)
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = set("^{}\\[~]|€\f")
+
+
+def sms_segments(text: str) -> tuple[str, int]:
+    """(encoding, segments): GSM-7 fits 160 septets in one part and 153 per part when
+    concatenated; anything outside GSM-7 makes the whole message UCS-2 (70, then 67)."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
+        septets = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
+        return "GSM-7", 1 if septets <= 160 else -(-septets // 153)
+    units = len(text.encode("utf-16-le")) // 2  # emoji take two UTF-16 code units
+    return "UCS-2", 1 if units <= 70 else -(-units // 67)
 
 
 def header_injection(*values: str | None) -> bool:

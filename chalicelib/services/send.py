@@ -319,7 +319,8 @@ class SendService:
             text=text,
             html=html if task["channel"] == "email" else None,
             headers=headers,
-            metadata={"journey": task["journey"], "step": task["step"], "profile_id": profile.profile_id},
+            metadata={"journey": task["journey"], "step": task["step"], "profile_id": profile.profile_id,
+                      "purpose": task["purpose"]},
         )
         self.host.before_send(message)
         try:

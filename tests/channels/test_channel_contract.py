@@ -46,7 +46,8 @@ def no_settings() -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def ses_harness() -> Iterator[dict[str, Any]]:
+def aws_harness() -> Iterator[dict[str, Any]]:
+    """moto for the AWS channels (SES with a verified domain, SNS)."""
     import os
 
     import boto3
@@ -93,7 +94,8 @@ def webhook_harness() -> Iterator[dict[str, Any]]:
 HARNESS = {
     "webhook": webhook_harness,
     "smtp": smtp_harness,
-    "ses": ses_harness,
+    "ses": aws_harness,
+    "sns_sms": aws_harness,
     "sandbox_sms": no_settings,
     "sandbox_push": no_settings,
     "sandbox_messenger": no_settings,

@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from omnicast_sandbox import SandboxSettings, SandboxSms, sms_segments
+from omnicast_sandbox import SandboxSettings, SandboxSms
 
 from chalicelib.adapters.local.blobs import FolderBlobStore
 from chalicelib.clock import ManualClock
-from chalicelib.plugin_api import ChannelContext, OutboundMessage
+from chalicelib.plugin_api import ChannelContext, OutboundMessage, sms_segments
 
 
 @pytest.mark.parametrize(
