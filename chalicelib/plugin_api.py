@@ -45,12 +45,14 @@ PROJECT = "omnicast"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 __all__ = [
+    "FEEDBACK_KINDS",
     "CatalogItem",
     "Channel",
     "ChannelContext",
     "Delivery",
     "DeliveryFeedback",
     "EventSource",
+    "InboundResult",
     "Model",
     "NoSettings",
     "OutboundMessage",
@@ -124,16 +126,45 @@ class SendResult:
         )
 
 
+FEEDBACK_KINDS = frozenset({
+    "delivered",  # a delivery receipt: the provider reached the handset/inbox
+    "failed",  # a receipt saying it could not deliver (detail: error code)
+    "bounced",  # permanent failure of the address: suppressed
+    "complained",  # marked as spam: suppressed
+    "opened", "clicked",
+    "replied",  # an inbound message (detail["text"])
+    "opted_out",  # STOP, /stop, unsubscribe: consent withdrawn for the channel
+    "opted_in",  # START, UNSTOP: consent given again
+    "help",  # HELP: the provider or the plugin answered it
+    "token_gone",  # a push token / chat the provider says no longer exists: removed from the profile
+    "linked",  # a chat started from a signed start link (detail["token"]): the address joins that profile
+})
+
+
 @dataclass(frozen=True)
 class DeliveryFeedback:
-    """Something a provider told us later: bounce, complaint, open, reply, STOP, dead token."""
+    """Something a provider told us later: receipt, bounce, complaint, reply, STOP, dead token.
 
-    kind: str  # delivered, bounced, complained, opened, clicked, replied, opted_out, token_gone
+    ``address`` is the channel address exactly as the channel sends to it (E.164 number,
+    device token, chat id); ``kind`` is one of :data:`FEEDBACK_KINDS`.
+    """
+
+    kind: str
     channel: str
     address: str
     at: datetime
     provider_message_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InboundResult:
+    """What a channel read from one inbound webhook, and what to answer the provider."""
+
+    feedback: list[DeliveryFeedback] = field(default_factory=list)
+    status_code: int = 200
+    body: str = ""  # e.g. empty TwiML, a WhatsApp verification challenge
+    content_type: str = "text/plain"
 
 
 @dataclass(frozen=True)
@@ -175,6 +206,17 @@ class Channel:
         The default sends one by one; providers with a batch API override it.
         """
         return [self.send(m) for m in messages]
+
+    def inbound(self, request: WebhookRequest) -> InboundResult:
+        """Verify and read one inbound webhook from the provider (receipts, replies, STOP,
+        dead tokens), served at ``/v1/inbound/<plugin name>`` (GET and POST).
+
+        Raise :class:`SignatureError` when the request does not verify; the core answers
+        401 and records nothing. The core applies the returned feedback (consent, receipts,
+        removal of dead addresses, linking) and answers the provider with ``status_code``,
+        ``body`` and ``content_type``. Channels without inbound traffic keep this default.
+        """
+        raise NotImplementedError(f"{self.name} takes no inbound webhooks")
 
     def close(self) -> None:
         """Release connections; called when the runtime shuts down."""

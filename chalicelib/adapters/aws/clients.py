@@ -25,7 +25,7 @@ class AwsClients:
             if client is None:
                 import boto3  # ~180 ms: only when the aws runtime is in use
 
-                client = boto3.session.Session().client(
+                client = boto3.session.Session().client(  # type: ignore[call-overload]
                     service, region_name=self.settings.region, endpoint_url=self.settings.endpoint_url
                 )
                 client.meta.events.register("before-call.*.*", self._count)
