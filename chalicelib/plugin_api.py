@@ -46,20 +46,26 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 __all__ = [
     "FEEDBACK_KINDS",
+    "Artifact",
     "CatalogItem",
     "Channel",
     "ChannelContext",
+    "Contribution",
     "Delivery",
     "DeliveryFeedback",
     "EventSource",
+    "FeatureTable",
     "InboundResult",
     "Model",
+    "ModelError",
     "NoSettings",
     "OutboundMessage",
     "PluginSettings",
+    "Score",
     "SendResult",
     "SignatureError",
     "SourceOutput",
+    "TrainingSet",
     "WebhookRequest",
     "header_injection",
     "hmac_sha256",
@@ -274,20 +280,220 @@ def header_injection(*values: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class Contribution:
+    """One feature's share in one customer's score: why the model said what it said.
+
+    ``value`` is the customer's feature value; ``effect`` the signed push it gave the
+    score, in the model's own units (log-odds for a logistic model, currency for CLV,
+    quantile points for RFM); larger ``abs(effect)`` matters more.
+    """
+
+    feature: str
+    value: float
+    effect: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "effect": self.effect}
+
+
+@dataclass(frozen=True)
+class Score:
+    """One model's verdict on one customer as of a cutoff, with its explanation.
+
+    ``value`` is the headline number (churn probability, expected value, RFM score);
+    ``values`` holds every output by name (the first of :attr:`Model.outputs` equals
+    ``value``); ``label`` a name where the model has one (an RFM segment, a risk band).
+    ``method`` is ``"model"`` or, when the shop was too small to fit one, the heuristic
+    and why (``"heuristic: 37 customers < 500"``).
+    """
+
+    profile_id: str
+    model: str
+    kind: str
+    version: str
+    as_of: datetime
+    value: float
+    values: dict[str, Any] = field(default_factory=dict)
+    explanation: tuple[Contribution, ...] = ()
+    label: str | None = None
+    method: str = "model"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "profile_id": self.profile_id,
+            "model": self.model,
+            "kind": self.kind,
+            "version": self.version,
+            "as_of": self.as_of.isoformat(),
+            "value": self.value,
+            "values": self.values,
+            "label": self.label,
+            "method": self.method,
+            "explanation": [c.as_dict() for c in self.explanation],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Score:
+        return cls(
+            profile_id=data["profile_id"],
+            model=data["model"],
+            kind=data["kind"],
+            version=data["version"],
+            as_of=datetime.fromisoformat(data["as_of"]),
+            value=data["value"],
+            values=dict(data.get("values") or {}),
+            explanation=tuple(Contribution(**c) for c in data.get("explanation") or ()),
+            label=data.get("label"),
+            method=data.get("method", "model"),
+        )
+
+
+@dataclass
+class FeatureTable:
+    """Per-customer features as of a cutoff (nothing after ``as_of`` went into them).
+
+    ``X`` is a float64 numpy array of shape ``(len(profile_ids), len(columns))``; missing
+    values are NaN (e.g. inter-purchase time of a one-order customer). ``extras`` holds
+    what does not fit a column, by name, each documented in :mod:`chalicelib.features`:
+    ``engagement_hours`` (n x 24 opens+clicks per UTC hour), ``category_affinity``
+    (n x len(``categories``) shares), ``categories``, ``interactions`` (profile row,
+    item id, kind, time: for recommendation models).
+    """
+
+    as_of: datetime
+    profile_ids: list[str]
+    columns: tuple[str, ...]
+    X: Any
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.profile_ids)
+
+    def column(self, name: str) -> Any:
+        """One feature column as a 1-D array (KeyError naming the column if absent)."""
+        try:
+            return self.X[:, self.columns.index(name)]
+        except ValueError:
+            raise KeyError(f"no feature column {name!r}; have {', '.join(self.columns)}") from None
+
+    def matrix(self, names: tuple[str, ...] | list[str]) -> Any:
+        """The columns ``names``, in that order, as an (n, len(names)) array."""
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            raise KeyError(f"no feature column(s) {', '.join(missing)}")
+        return self.X[:, [self.columns.index(n) for n in names]]
+
+    def rows(self, index: Any) -> FeatureTable:
+        """A subset of customers (``index``: a boolean mask or integer indices)."""
+        import numpy as np
+
+        idx = np.arange(len(self.profile_ids))[index]
+        extras = {
+            k: (v[idx] if hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1 and len(v) == len(self.profile_ids)
+                else v)
+            for k, v in self.extras.items()
+        }
+        return FeatureTable(self.as_of, [self.profile_ids[i] for i in idx], self.columns, self.X[idx], extras)
+
+
+@dataclass
+class TrainingSet:
+    """Features as of a cutoff plus what each customer did in the ``horizon_days`` after it.
+
+    ``outcomes`` holds arrays aligned with ``features`` rows: ``orders`` (count) and
+    ``spend`` (order totals) in ``(as_of, as_of + horizon_days]``. Labels are derived
+    from them by the model (churn: ``orders == 0``).
+    """
+
+    features: FeatureTable
+    outcomes: dict[str, Any]
+    horizon_days: float
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model's learned state in an explicit, safe format: never a pickle.
+
+    ``format`` is ``"json"``, ``"npz"`` (numpy arrays, loaded with ``allow_pickle=False``)
+    or ``"skops"`` (loaded only with an allow-list of trusted types). The core stores the
+    bytes beside the model card and checks their SHA-256 before handing them back.
+    """
+
+    format: str
+    data: bytes
+
+
+class ModelError(ValueError):
+    """A model cannot be fitted, loaded or used as asked (bad artifact, too little data)."""
+
+
 class Model:
     """Base class of a model plugin: glue around a scikit-learn compatible estimator.
 
-    Heavy imports (numpy, scikit-learn) belong inside methods, never at module level, so
-    the HTTP function starts without them.
+    The core builds the :class:`FeatureTable` (see :mod:`chalicelib.features`), then:
+
+    - training: ``fit(train)`` on features as of an earlier cutoff with outcomes after it,
+      ``evaluate(holdout)`` on a later cutoff, ``dump()`` to a versioned artifact beside
+      its model card; when the shop has fewer than ``min_customers`` customers the core
+      calls ``use_heuristic(reason)`` instead of ``fit``, and every score says so;
+    - scoring: ``load(artifact)``, then ``score(table)`` per chunk of customers.
+
+    Heavy imports (numpy, scikit-learn) belong inside methods or in the plugin's own
+    modules, never at this module's level, so the HTTP function starts without them.
     """
 
     name: ClassVar[str]
-    kind: ClassVar[str]  # churn, clv, rfm, recommendations, send_time, bandit, ...
-    version: ClassVar[str] = "0"
+    kind: ClassVar[str]  # churn, clv, rfm, recommendations, send_time, bandit, best_channel, ...
+    version: ClassVar[str] = "0"  # the plugin's code version; artifacts add the training cutoff
+    title: ClassVar[str] = ""
+    outputs: ClassVar[tuple[str, ...]] = ()  # keys of Score.values; the first is Score.value
+    features: ClassVar[tuple[str, ...]] = ()  # FeatureTable columns it reads (documentation, card)
+    min_customers: ClassVar[int] = 0  # fewer customers with history than this: heuristics
     Settings: ClassVar[type[PluginSettings]] = NoSettings
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
+        self.heuristic: str | None = None  # e.g. "heuristic: 37 customers < 500"
+
+    def use_heuristic(self, reason: str) -> None:
+        """Score without a fitted estimator; ``reason`` goes into every score's ``method``."""
+        self.heuristic = reason
+
+    @property
+    def method(self) -> str:
+        return self.heuristic or "model"
+
+    def fit(self, data: TrainingSet) -> Model:
+        """Fit the estimator on ``data``; return self."""
+        raise NotImplementedError
+
+    def evaluate(self, data: TrainingSet) -> dict[str, Any]:
+        """Holdout metrics (JSON-able) of the fitted model on ``data`` (a later cutoff)."""
+        return {}
+
+    def score(self, table: FeatureTable) -> list[Score]:
+        """One score per row of ``table``, each with its top contributing features."""
+        raise NotImplementedError
+
+    def predict_matrix(self, X: Any) -> Any:
+        """The raw prediction on a prebuilt matrix of :attr:`features` (benchmarks)."""
+        raise NotImplementedError
+
+    def dump(self) -> Artifact:
+        """The learned state (or the heuristic's parameters) as a safe artifact."""
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact) -> None:
+        """Restore state saved by :meth:`dump`; raise :class:`ModelError` if it is not trusted."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the model card shows about the estimator: hyper-parameters, learned values."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} ({self.kind}) v{self.version} {self.method}>"
 
 
 # --------------------------------------------------------------------------- sources
