@@ -120,15 +120,22 @@ class SendResult:
     error: str | None = None  # a short reason, never containing secrets
     cost_estimate: float = 0.0  # in USD, from the provider's list price
     retry_after_seconds: float | None = None
+    # what the send itself revealed about the address, applied by the core like inbound
+    # feedback: e.g. a push service answering 410 Gone -> a "token_gone" item
+    feedback: tuple[DeliveryFeedback, ...] = ()
 
     @classmethod
-    def failed(cls, error: str, *, retryable: bool, retry_after: float | None = None) -> SendResult:
+    def failed(
+        cls, error: str, *, retryable: bool, retry_after: float | None = None,
+        feedback: tuple[DeliveryFeedback, ...] = (),
+    ) -> SendResult:
         return cls(
             ok=False,
             status="failed",
             retryable=retryable,
             error=error,
             retry_after_seconds=retry_after,
+            feedback=feedback,
         )
 
 
