@@ -164,6 +164,11 @@ class SendLedger(Protocol):
 
     def get(self, key: str) -> LedgerEntry | None: ...
 
+    def by_provider_message_id(self, provider_message_id: str) -> LedgerEntry | None:
+        """The entry a provider's message id was recorded on (delivery receipts find their
+        message this way), or None. If several carry it, the most recently updated."""
+        ...
+
     def for_profile(self, profile_id: str) -> list[LedgerEntry]:
         """Every entry of one profile, oldest first (the decision log)."""
         ...

@@ -97,6 +97,19 @@ def test_ledger_claims_once_and_records_outcomes(stores):
     assert stores.ledger.get("k1").provider_message_id == "pm-1"  # kept when not given
 
 
+def test_ledger_finds_an_entry_by_provider_message_id(stores):
+    stores.ledger.claim(entry("k3"))
+    stores.ledger.claim(entry("k4", provider_message_id="SM-claimed"))
+    assert stores.ledger.by_provider_message_id("SM-1") is None
+    stores.ledger.update("k3", status="sent", reason="sent: ok", at=T0, provider_message_id="SM-1")
+    found = stores.ledger.by_provider_message_id("SM-1")
+    assert (found.key, found.status, found.provider_message_id) == ("k3", "sent", "SM-1")
+    assert stores.ledger.by_provider_message_id("SM-claimed").key == "k4"
+    stores.ledger.update("k3", status="sent", reason="sent: ok", at=T0, detail={"delivery": "delivered"})
+    assert stores.ledger.by_provider_message_id("SM-1").detail == {"a": 1, "delivery": "delivered"}
+    assert stores.ledger.by_provider_message_id("SM-2") is None
+
+
 def test_ledger_transitions_are_conditional(stores):
     stores.ledger.claim(entry("k2", status="deferred"))
     assert stores.ledger.transition("k2", from_status="deferred", to_status="sending", at=T0) is True

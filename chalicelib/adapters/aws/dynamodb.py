@@ -278,7 +278,18 @@ class DynamoSendLedger(_Table):
         }
         if entry.provider_message_id:
             item["provider_message_id"] = _s(entry.provider_message_id)
-        return self.put_new(item)
+        if not self.put_new(item):
+            return False
+        if entry.provider_message_id:
+            self._point(entry.provider_message_id, entry.key)
+        return True
+
+    def _point(self, provider_message_id: str, key: str) -> None:
+        # a pointer item, so a delivery receipt finds its entry with two reads and no index
+        self.ddb.put_item(
+            TableName=self.table,
+            Item={"pk": _s(f"LPROVIDER#{provider_message_id}"), "sk": _s("L"), "key": _s(key)},
+        )
 
     def update(
         self,
@@ -306,6 +317,8 @@ class DynamoSendLedger(_Table):
             ExpressionAttributeNames={"#st": "status", "#re": "reason"},
             ExpressionAttributeValues=values,
         )
+        if provider_message_id and item.get("provider_message_id", {}).get("S") != provider_message_id:
+            self._point(provider_message_id, key)
 
     def transition(self, key: str, *, from_status: str, to_status: str, at: datetime) -> bool:
         try:
@@ -324,6 +337,10 @@ class DynamoSendLedger(_Table):
     def get(self, key: str) -> LedgerEntry | None:
         item = self.item(f"LEDGER#{key}", "L")
         return self._entry(item) if item else None
+
+    def by_provider_message_id(self, provider_message_id: str) -> LedgerEntry | None:
+        pointer = self.item(f"LPROVIDER#{provider_message_id}", "L")
+        return self.get(pointer["key"]["S"]) if pointer else None
 
     def for_profile(self, profile_id: str) -> list[LedgerEntry]:
         items = self.query(

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_profile ON ledger (profile_id, created_at);
 CREATE INDEX IF NOT EXISTS ledger_created ON ledger (created_at);
+CREATE INDEX IF NOT EXISTS ledger_provider ON ledger (provider_message_id);
 CREATE TABLE IF NOT EXISTS journey_states (
     profile_id TEXT NOT NULL, journey TEXT NOT NULL, entity TEXT NOT NULL,
     version TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
@@ -341,6 +342,13 @@ class SqliteSendLedger:
 
     def get(self, key: str) -> LedgerEntry | None:
         rows = self.db.query("SELECT * FROM ledger WHERE key=?", (key,))
+        return self._row(rows[0]) if rows else None
+
+    def by_provider_message_id(self, provider_message_id: str) -> LedgerEntry | None:
+        rows = self.db.query(
+            "SELECT * FROM ledger WHERE provider_message_id=? ORDER BY updated_at DESC, key LIMIT 1",
+            (provider_message_id,),
+        )
         return self._row(rows[0]) if rows else None
 
     def for_profile(self, profile_id: str) -> list[LedgerEntry]:
