@@ -340,6 +340,87 @@ class CatalogStore(Protocol):
     def all(self, limit: int = 10_000) -> list[Product]: ...
 
 
+# --------------------------------------------------------------------------- scores
+@runtime_checkable
+class ScoreStore(Protocol):
+    """Each customer's latest score per model kind (churn, clv, rfm, ...) and scoring runs.
+
+    A score is a JSON dict as :meth:`chalicelib.plugin_api.Score.as_dict` gives it
+    (``profile_id``, ``kind``, ``model``, ``version``, ``as_of``, ``value``, ``values``,
+    ``label``, ``method``, ``explanation``).
+    """
+
+    def put_many(self, scores: list[JSON]) -> int:
+        """Keep each score as its profile's current one for its kind, unless the stored
+        one has a later ``as_of`` (an old run finishing late never wins). Writing the same
+        score again changes nothing. Returns how many were given."""
+        ...
+
+    def for_profile(self, profile_id: str) -> list[JSON]:
+        """The profile's current scores, one per kind, sorted by kind."""
+        ...
+
+    def claim_run(self, key: str, at: datetime) -> bool:
+        """Mark one unit of scoring work (a shard of a run: model versions + as_of + shard)
+        done-or-in-progress; True only for the first caller, so a redelivered shard does
+        nothing. Markers may expire after 30 days."""
+        ...
+
+    def count(self, kind: str | None = None) -> int:
+        """How many current scores are stored (of one kind, or all)."""
+        ...
+
+
+@dataclass
+class Activity:
+    """What customers did up to a cutoff, as aligned columns (plain lists): the raw
+    material of :mod:`chalicelib.features`. Times are days since the Unix epoch (float).
+
+    - orders: ``order_profile``, ``order_time``, ``order_total``, ``order_id``
+    - ordered products: ``item_profile``, ``item_time``, ``item_product``
+    - product views: ``view_profile``, ``view_time``, ``view_product``, ``view_category``
+    - messages sent (send ledger, status sent): ``send_key``, ``send_profile``,
+      ``send_channel``, ``send_time``
+    - opens and clicks by people (tracking events, machine opens left out):
+      ``engagement_profile``, ``engagement_time``, ``engagement_kind`` ("open"/"click"),
+      ``engagement_key`` (the ledger key of the message)
+    - ``categories``: product id -> category names, from the catalog
+    """
+
+    order_profile: list[str] = field(default_factory=list)
+    order_time: list[float] = field(default_factory=list)
+    order_total: list[float] = field(default_factory=list)
+    order_id: list[str] = field(default_factory=list)
+    item_profile: list[str] = field(default_factory=list)
+    item_time: list[float] = field(default_factory=list)
+    item_product: list[str] = field(default_factory=list)
+    view_profile: list[str] = field(default_factory=list)
+    view_time: list[float] = field(default_factory=list)
+    view_product: list[str] = field(default_factory=list)
+    view_category: list[str] = field(default_factory=list)
+    send_key: list[str] = field(default_factory=list)
+    send_profile: list[str] = field(default_factory=list)
+    send_channel: list[str] = field(default_factory=list)
+    send_time: list[float] = field(default_factory=list)
+    engagement_profile: list[str] = field(default_factory=list)
+    engagement_time: list[float] = field(default_factory=list)
+    engagement_kind: list[str] = field(default_factory=list)
+    engagement_key: list[str] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ActivityReader(Protocol):
+    def activity(self, profile_ids: list[str] | None, until: datetime) -> Activity:
+        """Everything in :class:`Activity` that happened at or before ``until``, for
+        ``profile_ids`` (None: every profile). Nothing after ``until`` is returned."""
+        ...
+
+    def profile_ids(self) -> list[str]:
+        """Every profile id with at least one processed event, sorted."""
+        ...
+
+
 @dataclass
 class Stores:
     """The full set of ports one runtime runs on."""
@@ -352,6 +433,8 @@ class Stores:
     blobs: BlobStore
     secrets: Secrets
     catalog: CatalogStore | None = None  # products, variants, prices, stock
+    scores: ScoreStore | None = None  # model scores with their explanations
+    activity: ActivityReader | None = None  # a fast bulk reader for features (else per profile)
     # a unit of work around a worker batch where the adapter has transactions (SQLite):
     # nested calls are savepoints. None where each write stands alone (DynamoDB).
     transaction: Callable[[], AbstractContextManager[Any]] | None = None

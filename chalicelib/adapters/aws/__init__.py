@@ -12,6 +12,8 @@ Key design of the single table (``pk`` / ``sk`` strings, one GSI ``gsi1`` on
 | journey state | ``JS#<profile>`` | ``<journey>#<entity>`` | |
 | timer | ``TIMER#<id>`` | ``T`` | ``TIMERS#<shard 0-7>`` / ``<due at>#<id>`` |
 | product | ``PRODUCT#<product id>`` | ``V#<variant id>`` | |
+| score (one per kind) | ``SCORE#<profile>`` | ``<kind>`` | |
+| scoring run marker | ``SCORERUN#<key>`` | ``R`` | |
 
 Every "only if new" write is a ``PutItem`` with ``attribute_not_exists(pk)``; profile
 saves check ``version``; ledger transitions check ``status``; taking a timer is a
@@ -33,6 +35,7 @@ from chalicelib.adapters.aws.dynamodb import (
 )
 from chalicelib.adapters.aws.resources import create_resources
 from chalicelib.adapters.aws.s3 import S3BlobStore
+from chalicelib.adapters.aws.scores import DynamoScoreStore
 from chalicelib.adapters.aws.sqs import SqsQueue
 from chalicelib.adapters.aws.ssm import SsmSecrets
 from chalicelib.config import AwsSettings
@@ -51,6 +54,7 @@ def aws_stores(settings: AwsSettings, clients: AwsClients | None = None) -> Stor
         blobs=S3BlobStore(clients, settings.bucket),
         secrets=SsmSecrets(clients, settings.ssm_prefix),
         catalog=DynamoCatalogStore(clients, table),
+        scores=DynamoScoreStore(clients, table),
     )
 
 

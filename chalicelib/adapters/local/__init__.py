@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chalicelib.adapters.local.blobs import FolderBlobStore
 from chalicelib.adapters.local.catalog import SqliteCatalogStore
+from chalicelib.adapters.local.scores import SqliteActivity, SqliteScoreStore
 from chalicelib.adapters.local.sqlite import (
     Database,
     SqliteEventStore,
@@ -45,6 +46,8 @@ def local_stores(data_dir: str | Path | None) -> Stores:
         blobs=blobs,
         secrets=SqliteSecrets(db),
         catalog=SqliteCatalogStore(db),
+        scores=SqliteScoreStore(db),
+        activity=SqliteActivity(db),
         transaction=db.tx,
     )
 

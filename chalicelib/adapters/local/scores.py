@@ -1,0 +1,158 @@
+"""Model scores on the local SQLite database, and the bulk activity reader for features.
+
+The reader pulls only the columns features need, with SQLite's own JSON functions
+(``json_extract``, ``json_each``) and ``julianday``: the payloads are never parsed in
+Python, so reading a million customers' orders is a handful of table scans.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib.adapters.local.sqlite import Database
+from chalicelib.clock import iso
+from chalicelib.ports import JSON, Activity
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    profile_id TEXT NOT NULL, kind TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+    as_of TEXT NOT NULL, value REAL, body TEXT NOT NULL,
+    PRIMARY KEY (profile_id, kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scoring_runs (key TEXT PRIMARY KEY, at TEXT NOT NULL, expires_at TEXT NOT NULL);
+"""
+RUN_MARKER_DAYS = 30
+UNIX_JULIAN = 2440587.5  # julianday('1970-01-01')
+# profile filters are chunked to stay well below SQLite's bound-parameter limit
+CHUNK = 5000
+
+
+class SqliteScoreStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        with db.lock:
+            db.conn.executescript(SCHEMA)
+
+    def put_many(self, scores: list[JSON]) -> int:
+        rows = [
+            (s["profile_id"], s["kind"], s["model"], s["version"], s["as_of"], s["value"],
+             json.dumps(s, separators=(",", ":")))
+            for s in scores
+        ]
+        with self.db.tx() as conn:
+            conn.executemany(
+                "INSERT INTO scores VALUES (?,?,?,?,?,?,?) ON CONFLICT (profile_id, kind) DO UPDATE SET "
+                "model=excluded.model, version=excluded.version, as_of=excluded.as_of, value=excluded.value, "
+                "body=excluded.body WHERE excluded.as_of >= scores.as_of",
+                rows,
+            )
+        return len(rows)
+
+    def for_profile(self, profile_id: str) -> list[JSON]:
+        rows = self.db.query("SELECT body FROM scores WHERE profile_id=? ORDER BY kind", (profile_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def claim_run(self, key: str, at: datetime) -> bool:
+        with self.db.tx() as conn:
+            conn.execute("DELETE FROM scoring_runs WHERE expires_at < ?", (iso(at),))
+            won = conn.execute(
+                "INSERT INTO scoring_runs VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (key, iso(at), iso(at + timedelta(days=RUN_MARKER_DAYS))),
+            ).rowcount
+        return won == 1
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return int(self.db.query("SELECT COUNT(*) FROM scores")[0][0])
+        return int(self.db.query("SELECT COUNT(*) FROM scores WHERE kind=?", (kind,))[0][0])
+
+
+class SqliteActivity:
+    """:class:`chalicelib.ports.ActivityReader` over the events, ledger and catalog tables."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def profile_ids(self) -> list[str]:
+        rows = self.db.query("SELECT DISTINCT profile_id FROM events WHERE processed=1 AND profile_id IS NOT NULL")
+        return sorted(r[0] for r in rows)
+
+    def _select(self, sql: str, until: datetime, profile_ids: list[str] | None) -> list[tuple[Any, ...]]:
+        if profile_ids is None:
+            return self.db.query(sql.format(profiles=""), (iso(until),))
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(profile_ids), CHUNK):
+            chunk = profile_ids[i:i + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out += self.db.query(sql.format(profiles=f"AND e.profile_id IN ({marks})"), (iso(until), *chunk))
+        return out
+
+    def activity(self, profile_ids: list[str] | None, until: datetime) -> Activity:
+        a = Activity()
+        orders = self._select(
+            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
+            "COALESCE(json_extract(e.payload, '$.properties.total'), "
+            "json_extract(e.payload, '$.properties.revenue'), 0), "
+            "COALESCE(json_extract(e.payload, '$.properties.order_id'), e.message_id) "
+            "FROM events e WHERE e.processed=1 AND e.event='Order Completed' AND e.timestamp <= ? {profiles}",
+            until, profile_ids,
+        )
+        if orders:
+            a.order_profile, a.order_time, totals, ids = (list(c) for c in zip(*orders, strict=True))
+            a.order_total = [float(t) if isinstance(t, int | float) else _number(t) for t in totals]
+            a.order_id = [str(i) for i in ids]
+        items = self._select(
+            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
+            "CAST(json_extract(p.value, '$.product_id') AS TEXT) "
+            "FROM events e, json_each(e.payload, '$.properties.products') p "
+            "WHERE e.processed=1 AND e.event='Order Completed' AND e.timestamp <= ? {profiles}",
+            until, profile_ids,
+        )
+        if items:
+            a.item_profile, a.item_time, a.item_product = (list(c) for c in zip(*items, strict=True))
+        views = self._select(
+            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
+            "CAST(json_extract(e.payload, '$.properties.product_id') AS TEXT), "
+            "COALESCE(json_extract(e.payload, '$.properties.category'), '') "
+            "FROM events e WHERE e.processed=1 AND e.event='Product Viewed' AND e.timestamp <= ? {profiles}",
+            until, profile_ids,
+        )
+        if views:
+            a.view_profile, a.view_time, a.view_product, a.view_category = (list(c) for c in zip(*views, strict=True))
+        engagements = self._select(
+            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
+            "CASE e.event WHEN 'Email Opened' THEN 'open' ELSE 'click' END, "
+            "json_extract(e.payload, '$.properties.ledger_key') "
+            "FROM events e WHERE e.processed=1 AND e.event IN ('Email Opened', 'Email Link Clicked') "
+            "AND e.timestamp <= ? AND NOT COALESCE(json_extract(e.payload, '$.properties.machine'), 0) {profiles}",
+            until, profile_ids,
+        )
+        if engagements:
+            a.engagement_profile, a.engagement_time, a.engagement_kind, a.engagement_key = (
+                list(c) for c in zip(*engagements, strict=True)
+            )
+        sends = self._select(
+            "SELECT e.key, e.profile_id, e.channel, julianday(e.created_at) - 2440587.5 "
+            "FROM ledger e WHERE e.status='sent' AND e.created_at <= ? {profiles}",
+            until, profile_ids,
+        )
+        if sends:
+            a.send_key, a.send_profile, a.send_channel, a.send_time = (list(c) for c in zip(*sends, strict=True))
+        try:
+            catalog = self.db.query("SELECT product_id, json_extract(body, '$.categories') FROM catalog")
+        except sqlite3.OperationalError:  # a database without the catalog table
+            catalog = []
+        for product_id, cats in catalog:
+            if cats:
+                a.categories.setdefault(str(product_id), json.loads(cats))
+        return a
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
