@@ -17,6 +17,7 @@ from chalicelib.errors import NotFound
 from chalicelib.http import Http, answers_errors, get_runtime
 
 app = Chalice(app_name="omnicast")
+app.api.binary_types.append("image/gif")
 app.register_blueprint(admin)
 http = Http(app)
 QUEUE_PREFIX = os.environ.get("OMNICAST_AWS__QUEUE_PREFIX", "omnicast-")
@@ -46,6 +47,26 @@ def segment_call(call: str) -> dict[str, Any]:
 def shop_webhook(source: str) -> dict[str, Any]:
     request = http.request()
     return get_runtime().webhooks.accept(source, http.body(), http.headers(), dict(request.query_params or {}))
+
+
+@app.route("/t/c/{token}", methods=["GET", "HEAD"])
+@answers_errors
+def track_click(token: str) -> Response:
+    request = http.request()
+    destination = get_runtime().tracking.click(token, request.headers.get("user-agent", ""), request.method)
+    return Response(body="", status_code=302, headers={"Location": destination, "Cache-Control": "no-store"})
+
+
+@app.route("/t/o/{token}", methods=["GET", "HEAD"])
+@answers_errors
+def track_open(token: str) -> Response:
+    request = http.request()
+    gif = get_runtime().tracking.open(token, request.headers.get("user-agent", ""), request.method)
+    accept = request.headers.get("accept", "").lower()
+    if "image/gif" not in accept and "*/*" not in accept:
+        # API Gateway returns a binary body only to a client that accepts it; the open still counts
+        return Response(body="", status_code=204, headers={"Cache-Control": "no-store"})
+    return Response(body=gif, status_code=200, headers={"Content-Type": "image/gif", "Cache-Control": "no-store"})
 
 
 @app.route("/v1/feedback/sns", methods=["POST"], content_types=["text/plain", "application/json"])

@@ -3,12 +3,15 @@ ledger, journeys, segments and templates. Each route parses, calls one service, 
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import BadRequest, NotFound
 from chalicelib.http import Http, answers_errors, get_runtime
 
 admin = Blueprint(__name__)
@@ -51,6 +54,103 @@ def decisions(profile_id: str) -> dict[str, Any]:
 def ledger() -> dict[str, Any]:
     rt = _runtime()
     return {"entries": rt.admin.ledger(http.query("limit", "100"))}
+
+
+def _when(name: str) -> datetime | None:
+    raw = http.query(name, "")
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an ISO date or date-time", field=name) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _csv(rows: list[dict[str, Any]], fields: list[str]) -> Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(body=out.getvalue(), headers={"Content-Type": "text/csv; charset=utf-8"})
+
+
+@admin.route("/admin/kpis", methods=["GET"])
+@answers_errors
+def kpis() -> Any:
+    """KPIs per journey, step, channel, template, variant, segment, day, week, month or total."""
+    from chalicelib.services.measurement import GROUPS, KPI_FIELDS, MODELS
+
+    rt = _runtime()
+    group = http.query("group", "journey")
+    if group not in GROUPS:
+        raise BadRequest(f"group must be one of {', '.join(GROUPS)}", field="group")
+    model = http.query("model", "last_touch")
+    if model not in MODELS:
+        raise BadRequest(f"model must be one of {', '.join(MODELS)}", field="model")
+    rows = rt.measurement.kpis(group, model, since=_when("since"), until=_when("until"))
+    if _format() == "csv":
+        return _csv(rows, [group, *KPI_FIELDS])
+    return {"group": group, "model": model, "rows": rows}
+
+
+def _format() -> str:
+    fmt = http.query("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("format must be json or csv", field="format")
+    return fmt
+
+
+@admin.route("/admin/attribution", methods=["GET"])
+@answers_errors
+def attribution() -> Any:
+    """Every attributed order with the message, journey, step, channel, template and variant."""
+    from chalicelib.services.measurement import MODELS, as_rows
+
+    rt = _runtime()
+    model = http.query("model", "last_touch")
+    if model not in MODELS:
+        raise BadRequest(f"model must be one of {', '.join(MODELS)}", field="model")
+    rows = as_rows(rt.measurement.attribute(model))
+    if _format() == "csv":
+        return _csv(rows, list(rows[0]) if rows else ["order_id"])
+    return {"model": model, "orders": rows}
+
+
+@admin.route("/admin/lift", methods=["GET"])
+@answers_errors
+def lift() -> Any:
+    """Incremental conversions and revenue against the holdout, overall and per journey."""
+    rt = _runtime()
+    journey = http.query("journey", "") or None
+    hours = http.query("window_hours", "")
+    try:
+        window = float(hours) if hours else None
+    except ValueError as exc:
+        raise BadRequest("window_hours must be a number", field="window_hours") from exc
+    if window is not None and window <= 0:
+        raise BadRequest("window_hours must be positive", field="window_hours")
+    m = rt.measurement
+    snap = m.snapshot()
+    return {"overall": m.lift(journey, window, snap=snap),
+            "journeys": [] if journey else m.lift_by_journey(snap=snap)}
+
+
+@admin.route("/admin/experiments/{journey}", methods=["GET"])
+@answers_errors
+def experiment(journey: str) -> Any:
+    """The A/B/n result of a journey's split: each variant against control, with the horizon rule."""
+    from chalicelib.journey_model import SplitStep
+
+    rt = _runtime()
+    definition = rt.journeys.registry.get(journey)
+    if definition is None:
+        raise NotFound(f"no journey named {journey!r}", field="journey")
+    splits = [s for s in definition.steps if isinstance(s, SplitStep)]
+    if not splits:
+        raise BadRequest(f"journey {journey!r} has no split step", field="journey")
+    split = splits[0]
+    return rt.measurement.experiment(journey, control=split.control, horizon=split.horizon)
 
 
 # --------------------------------------------------------------------------- journeys

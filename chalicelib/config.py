@@ -72,6 +72,23 @@ class ShopSettings(Strict):
     locale: str = "en"
 
 
+class AttributionWindows(Strict):
+    """Hours after a touch within which an order is credited to it."""
+
+    click: float = Field(120.0, ge=0)
+    open: float = Field(24.0, ge=0)
+    delivery: float = Field(24.0, ge=0)
+
+
+class MeasurementSettings(Strict):
+    track_links: bool = True  # rewrite links through /t/c/<signed token> (UTM-tagged)
+    track_opens: bool = True  # a 1x1 pixel /t/o/<signed token> in HTML e-mail
+    # attribution windows per touch type, in hours (an order within the window after the touch)
+    windows_hours: AttributionWindows = Field(default_factory=lambda: AttributionWindows())
+    fixed_costs: float = Field(0.0, ge=0)  # per period reported, e.g. the platform fee, added to total cost
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
 class JourneySettings(Strict):
     disabled: list[str] = Field(default_factory=list)  # built-in journeys to switch off by name
 
@@ -91,6 +108,7 @@ class Settings(Strict):
     shop: ShopSettings = Field(default_factory=lambda: ShopSettings())
     feedback: FeedbackSettings = Field(default_factory=lambda: FeedbackSettings())
     journeys: JourneySettings = Field(default_factory=lambda: JourneySettings())
+    measurement: MeasurementSettings = Field(default_factory=lambda: MeasurementSettings())
 
 
 _LIST_KEYS = {("plugins", "allow"), ("plugins", "block")}

@@ -121,6 +121,8 @@ class SplitStep(Step):
     type: Literal["split"]
     variants: dict[str, float] = Field(min_length=2)  # variant -> weight
     goto: dict[str, str] = Field(default_factory=dict)  # variant -> step id (default: next)
+    control: str | None = None  # the variant the others are compared with (default "control", else the first)
+    horizon: int | None = Field(default=None, gt=0)  # units per variant before the result is read (fixed horizon)
 
     @model_validator(mode="after")
     def _weights(self) -> SplitStep:
@@ -129,6 +131,8 @@ class SplitStep(Step):
         unknown = set(self.goto) - set(self.variants)
         if unknown:
             raise ValueError(f"goto names unknown variants: {sorted(unknown)}")
+        if self.control is not None and self.control not in self.variants:
+            raise ValueError(f"control {self.control!r} is not one of the variants")
         return self
 
 
@@ -165,6 +169,7 @@ class Journey(Strict):
     trigger: Trigger
     reentry: Literal["once", "once_per_entity", "always"] | int = "once_per_entity"  # int: days
     exit_on: list[ExitOn] = Field(default_factory=list)
+    holdout_percent: float = Field(0.0, ge=0, lt=100)  # this journey's own control group (marketing steps)
     steps: list[AnyStep] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -27,11 +27,15 @@ from chalicelib.services.webhooks import WebhookService, WebhookSources
 if TYPE_CHECKING:
     from chalicelib.services.authoring import Authoring
     from chalicelib.services.catalog import CatalogService
+    from chalicelib.services.erasure import ErasureService
     from chalicelib.services.feedback import FeedbackService
+    from chalicelib.services.feeds import FeedService
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
+    from chalicelib.services.measurement import Measurement
     from chalicelib.services.segments import SegmentService
     from chalicelib.services.send import SendService
+    from chalicelib.services.tracking import Tracking
     from chalicelib.services.webhooks import WebhookProcessor
 
 log = logging.getLogger("omnicast.runtime")
@@ -150,21 +154,81 @@ class Runtime:
             events=self.stores.events,
         )
         load_templates(sender, self.stores.blobs)
+        sender.tracking = self.tracking
         return sender
+
+    @cached_property
+    def tracking(self) -> Tracking:
+        from chalicelib.services.tracking import Tracking
+
+        m = self.settings.measurement
+        return Tracking(self.credentials, self.stores.events, self.stores.ledger, self.clock, self.settings.public_url,
+                        links=m.track_links, opens=m.track_opens)
+
+    @cached_property
+    def measurement(self) -> Measurement:
+        from chalicelib.services.measurement import Measurement, all_events
+
+        m = self.settings.measurement
+        sources = ["tracking", "segment", "import", "ses", *self.host.registry.sources]
+        return Measurement(
+            self.stores.ledger,
+            lambda: all_events(self.stores.events, sources),
+            m.windows_hours.model_dump(),
+            fixed_costs=m.fixed_costs,
+            confidence=m.confidence,
+            segments_of=self._segments_of,
+        )
+
+    def _segments_of(self) -> dict[str, list[str]]:
+        from chalicelib.services.segments import MEMBERSHIP
+
+        out: dict[str, list[str]] = {}
+        cursor = None
+        while True:
+            page, cursor = self.stores.profiles.scan(cursor, 1000)
+            for p in page:
+                out[p.profile_id] = list(p.traits.get(MEMBERSHIP) or [])
+            if cursor is None:
+                return out
+
+    def kpis(self, group: str) -> list[dict[str, Any]]:
+        return self.measurement.kpis(group)
 
     @cached_property
     def feedback(self) -> FeedbackService:
         from chalicelib.services.feedback import FeedbackService, SnsVerifier
 
         fb = self.settings.feedback
-        return FeedbackService(SnsVerifier(tuple(fb.extra_cert_hosts)), self.stores.events, self.stores.profiles,
-                               self.consent, self.clock, tuple(fb.sns_topics))
+        return FeedbackService(
+            SnsVerifier(tuple(fb.extra_cert_hosts)),
+            self.stores.events,
+            self.stores.profiles,
+            self.consent,
+            self.clock,
+            tuple(fb.sns_topics),
+        )
 
     @cached_property
     def authoring(self) -> Authoring:
         from chalicelib.services.authoring import Authoring
 
         return Authoring(self.journeys, self.sender, self.stores.blobs)
+
+    @cached_property
+    def feeds(self) -> FeedService:
+        from chalicelib.services.feeds import FeedService
+
+        return FeedService(profiles=self.stores.profiles, events=self.stores.events, blobs=self.stores.blobs,
+                           catalog=self.stores.catalog, segments=self.segments, clock=self.clock,
+                           shop_name=self.settings.shop.name, currency=self.settings.shop.currency)
+
+    @cached_property
+    def erasure(self) -> ErasureService:
+        from chalicelib.services.erasure import ErasureService
+
+        return ErasureService(self.stores.profiles, self.stores.events, self.stores.journeys, self.clock,
+                              after_erase=lambda profile_id: self.segments.update(profile_id))
 
     def channel(self, kind: str) -> Channel:
         """The configured channel plugin instance for ``kind`` (created once)."""

@@ -398,6 +398,7 @@ class JourneyEngine:
                             "template": step.template,
                             "purpose": step.purpose,
                             "priority": step.priority,
+                            **({"holdout_percent": journey.holdout_percent} if journey.holdout_percent else {}),
                             "context": {
                                 k: state.data[k]
                                 for k in ("trigger_message_id", "trigger_source", "matched_properties", "variant")

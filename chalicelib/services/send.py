@@ -62,11 +62,12 @@ def message_id(key: str) -> str:
     return "m_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def in_holdout(profile_id: str, percent: float) -> bool:
-    """Deterministic: the same customers stay in the control group."""
+def in_holdout(profile_id: str, percent: float, salt: str = "") -> bool:
+    """Deterministic: the same customers stay in the control group. The global group has no
+    salt; a journey's own holdout is salted with its name, so the groups are independent."""
     if percent <= 0:
         return False
-    digest = hashlib.sha256(f"holdout|{profile_id}".encode()).digest()
+    digest = hashlib.sha256(f"holdout|{salt}{'|' if salt else ''}{profile_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 * 100 < percent
 
 
@@ -134,6 +135,7 @@ class SendService:
         self.channel_for = channel_factory  # callable(kind) -> Channel
         self.renderer = renderer or TemplateRenderer()
         self.throttle = ProviderThrottle()
+        self.tracking: Any = None  # link and open tracking, when the runtime has it
 
     # ------------------------------------------------------------------ entry points
     def choose_channel(self, profile: Profile | None, task: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -161,6 +163,13 @@ class SendService:
             and in_holdout(task["profile_id"], self.policy.holdout_percent)
         ):
             problem = f"global holdout ({self.policy.holdout_percent:g}% control group gets no marketing)"
+        journey_holdout = float(task.get("holdout_percent") or 0)
+        if (
+            not problem
+            and task["purpose"] == "marketing"
+            and in_holdout(task["profile_id"], journey_holdout, salt=task["journey"])
+        ):
+            problem = f"journey holdout ({journey_holdout:g}% of {task['journey']}'s audience is its control group)"
         if not problem:
             # a missing or misconfigured channel fails here, before the claim, so the task
             # stays on the queue (and reaches the dead-letter queue) instead of being lost
@@ -305,6 +314,10 @@ class SendService:
         except (LiquidError, KeyError) as exc:
             self.ledger.update(key, status="failed", reason=f"failed: template error: {exc}", at=now)
             return "failed"
+        if self.tracking is not None and task["channel"] == "email":
+            text, html = self.tracking.rewrite(text, html, {
+                "message_id": mid, "profile_id": profile.profile_id, "key": key, "channel": task["channel"],
+                "journey": task["journey"], "step": task["step"]})
         headers = {}
         if task["channel"] == "email":
             headers = {
@@ -332,6 +345,7 @@ class SendService:
         now = self.clock.now()
         detail = {"attempt": attempt, "plugin": channel.name, "cost": result.cost_estimate, "message_id": mid}
         if result.ok:
+            detail["sent_at"] = now.isoformat()
             reason = f"sent: {task['journey']} step {task['step']} via {channel.name}{task.get('note', '')}"
             self.ledger.update(
                 key, status="sent", reason=reason, at=now, provider_message_id=result.provider_message_id, detail=detail

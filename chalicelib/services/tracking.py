@@ -1,0 +1,163 @@
+"""Tracking: an open pixel and click redirects with signed, expiring tokens; UTM tags.
+
+Every link in a message becomes ``<public_url>/t/c/<token>``; the token signs the
+destination, so the redirect can only go where the message pointed (no open redirect),
+and expires (90 days). The HTML part gets a 1x1 pixel ``/t/o/<token>``. Destinations get
+UTM tags (source omnicast, medium the channel, campaign the journey, content the step)
+unless they carry their own.
+
+Machine activity is flagged and kept out of the rates: mail-privacy proxies and image
+proxies that prefetch every pixel, security scanners that follow every link (known user
+agents, HEAD requests, or a click within seconds of the send).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+
+from chalicelib.clock import Clock
+from chalicelib.errors import BadRequest
+from chalicelib.ports import EventStore, SendLedger, StoredEvent
+from chalicelib.services.credentials import Credentials
+
+TOKEN_DAYS = 90
+PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+URL = re.compile(r"https?://[^\s<>\"')]+")
+HREF = re.compile(r'href="(https?://[^"]+)"')
+MACHINE_AGENTS = re.compile(
+    r"googleimageproxy|yahoomailproxy|bingpreview|barracuda|mimecast|proofpoint|symantec|trendmicro|"
+    r"microsoft office|ms-office|safelinks|bot\b|crawler|spider|scanner|curl/|python-requests|headless",
+    re.IGNORECASE,
+)
+SCANNER_SECONDS = 10  # a human does not click within seconds of the send
+
+
+def with_utm(url: str, channel: str, journey: str, step: str) -> str:
+    parts = urlparse(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if not any(k.startswith("utm_") for k in query):
+        query.update({"utm_source": "omnicast", "utm_medium": channel, "utm_campaign": journey, "utm_content": step})
+    return urlunparse(parts._replace(query=urlencode(query)))
+
+
+class Tracking:
+    def __init__(
+        self,
+        credentials: Credentials,
+        events: EventStore,
+        ledger: SendLedger,
+        clock: Clock,
+        public_url: str,
+        *,
+        links: bool = True,
+        opens: bool = True,
+    ) -> None:
+        self.credentials = credentials
+        self.events = events
+        self.ledger = ledger
+        self.clock = clock
+        self.public_url = public_url.rstrip("/")
+        self.links = links
+        self.opens = opens
+
+    # ------------------------------------------------------------------ rewriting
+    def _token(self, purpose: str, data: dict[str, str]) -> str:
+        return self.credentials.sign(purpose, data, ttl_seconds=TOKEN_DAYS * 86400)
+
+    def link(self, url: str, meta: dict[str, str]) -> str:
+        destination = with_utm(url, meta["channel"], meta["journey"], meta["step"])
+        token = self._token(
+            "click", {"m": meta["message_id"], "p": meta["profile_id"], "k": meta["key"], "u": destination}
+        )
+        return f"{self.public_url}/t/c/{token}"
+
+    def rewrite(self, text: str, html: str | None, meta: dict[str, str]) -> tuple[str, str | None]:
+        """Track every link except the unsubscribe one; add the pixel to the HTML part."""
+        skip = f"{self.public_url}/v1/unsubscribe"
+        cache: dict[str, str] = {}
+
+        def tracked(url: str) -> str:
+            if url.startswith(skip) or url.startswith(f"{self.public_url}/t/"):
+                return url
+            if url not in cache:
+                cache[url] = self.link(url, meta)
+            return cache[url]
+
+        if self.links:
+            text = URL.sub(lambda m: tracked(m.group(0)), text)
+            if html is not None:
+                html = HREF.sub(lambda m: f'href="{tracked(m.group(1))}"', html)
+        if html is not None and self.opens:
+            token = self._token("open", {"m": meta["message_id"], "p": meta["profile_id"], "k": meta["key"]})
+            pixel = f'<img src="{self.public_url}/t/o/{token}" width="1" height="1" alt="">'
+            html = html.replace("</body>", pixel + "</body>") if "</body>" in html else html + pixel
+        return text, html
+
+    def untracked(self, text: str) -> str:
+        """``text`` with every tracked link replaced by its signed destination (previews, support)."""
+        prefix = re.escape(f"{self.public_url}/t/c/")
+
+        def destination(m: re.Match[str]) -> str:
+            return str(self.credentials.verify("click", m.group(1)).get("u", m.group(0)))
+
+        return re.sub(prefix + r"([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)", destination, text)
+
+    # ------------------------------------------------------------------ hits
+    def _machine(self, user_agent: str, method: str, key: str, now: datetime) -> str | None:
+        if method == "HEAD":
+            return "HEAD request (link scanner)"
+        if MACHINE_AGENTS.search(user_agent or ""):
+            return "known proxy or scanner user agent"
+        if not user_agent:
+            return "no user agent"
+        entry = self.ledger.get(key)
+        if entry is not None and entry.status == "sent" and (now - entry.updated_at).total_seconds() < SCANNER_SECONDS:
+            return f"within {SCANNER_SECONDS} s of the send"
+        return None
+
+    def _record(self, name: str, data: dict[str, str], user_agent: str, method: str) -> StoredEvent:
+        now = self.clock.now()
+        machine = self._machine(user_agent, method, data["k"], now)
+        journey, step = [*data["k"].split("|"), "", "", ""][1:3]
+        digest = hashlib.sha256(f"{name}|{data['m']}|{data.get('u', '')}|{now.isoformat()}|{user_agent}".encode())
+        event = StoredEvent(
+            message_id=f"trk-{digest.hexdigest()[:24]}",
+            type="track",
+            profile_id=data["p"],
+            received_at=now,
+            timestamp=now,
+            event=name,
+            source="tracking",
+            processed=True,
+            payload={
+                "type": "track",
+                "event": name,
+                "properties": {
+                    "message_id": data["m"],
+                    "ledger_key": data["k"],
+                    "journey": journey,
+                    "step": step,
+                    "url": data.get("u"),
+                    "machine": machine is not None,
+                    "machine_reason": machine,
+                },
+            },
+        )
+        self.events.append(event)
+        return event
+
+    def click(self, token: str, user_agent: str = "", method: str = "GET") -> str:
+        """Record a click; returns the signed destination to redirect to."""
+        data = self.credentials.verify("click", token)
+        if not str(data.get("u", "")).startswith(("http://", "https://")):
+            raise BadRequest("the link has no destination", field="token")
+        self._record("Email Link Clicked", data, user_agent, method)
+        return str(data["u"])
+
+    def open(self, token: str, user_agent: str = "", method: str = "GET") -> bytes:
+        data = self.credentials.verify("open", token)
+        self._record("Email Opened", data, user_agent, method)
+        return PIXEL
