@@ -154,7 +154,8 @@ class ErasureService:
         already = True
         for profile in family:
             counts = self._erase_one(profile)
-            already = already and counts.pop("already")
+            was_erased = counts.pop("already")
+            already = already and was_erased
             for key, n in counts.items():
                 totals[key] += n
         if not already:
