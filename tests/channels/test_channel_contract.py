@@ -25,6 +25,8 @@ from tests.conftest import SmtpCatcher, free_port
 KINDS = {"email", "sms", "push", "messenger", "feed", "webhook"}
 ADDRESS = {"email": "ann@example.com", "sms": "+14155552671", "push": "device-token-1", "messenger": "12345",
            "webhook": "https://example.com/hook"}
+# a plugin whose address is not its kind's (a web push subscription): its harness fills this in
+ADDRESS_BY_PLUGIN: dict[str, str] = {}
 HOST = PluginHost().load()
 CHANNELS = HOST.registry.channels
 
@@ -91,11 +93,67 @@ def webhook_harness() -> Iterator[dict[str, Any]]:
         server.server_close()
 
 
+@contextlib.contextmanager
+def sns_push_harness() -> Iterator[dict[str, Any]]:
+    """moto with an FCM platform application; the contract's device token goes to it."""
+    import boto3
+
+    with aws_harness() as settings:
+        app = boto3.client("sns", region_name="us-east-1").create_platform_application(
+            Name="contract", Platform="GCM", Attributes={"PlatformCredential": "fcm-key"})
+        yield {**settings, "fcm_application_arn": app["PlatformApplicationArn"]}
+
+
+@contextlib.contextmanager
+def web_push_harness() -> Iterator[dict[str, Any]]:
+    """A loopback push service answering 201; the address is a subscription with a real P-256 key."""
+    import base64
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            ok = self.headers.get("Content-Encoding") == "aes128gcm" and \
+                self.headers.get("Authorization", "").startswith("vapid t=")
+            self.send_response(201 if ok else 400)
+            self.send_header("Location", "/messages/1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    browser = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    vapid = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value.to_bytes(32, "big")
+    ADDRESS_BY_PLUGIN["web_push"] = json.dumps({
+        "endpoint": f"http://127.0.0.1:{server.server_address[1]}/push/1",
+        "keys": {"p256dh": b64(browser), "auth": b64(bytes(16))}})
+    try:
+        yield {"vapid_private_key": b64(vapid), "vapid_subject": "mailto:ops@example.com",
+               "endpoint_hosts": ["127.0.0.1"], "require_https": False}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 HARNESS = {
     "webhook": webhook_harness,
     "smtp": smtp_harness,
     "ses": aws_harness,
     "sns_sms": aws_harness,
+    "sns_push": sns_push_harness,
+    "web_push": web_push_harness,
     "sandbox_sms": no_settings,
     "sandbox_push": no_settings,
     "sandbox_messenger": no_settings,
@@ -107,7 +165,8 @@ def context(tmp_path) -> ChannelContext:
 
 
 def messages(cls: type[Channel], n: int) -> list[OutboundMessage]:
-    return [OutboundMessage(message_id=f"contract-{i}", channel=cls.channel, to=ADDRESS.get(cls.channel, "x"),
+    to = ADDRESS_BY_PLUGIN.get(cls.name, ADDRESS.get(cls.channel, "x"))
+    return [OutboundMessage(message_id=f"contract-{i}", channel=cls.channel, to=to,
                             subject="Contract", text=f"Message {i}", html="<p>hi</p>" if cls.channel == "email"
                             else None) for i in range(n)]
 
