@@ -49,6 +49,13 @@ def decisions(profile_id: str) -> dict[str, Any]:
     return {"profile_id": profile_id, "decisions": _runtime().admin.decisions(profile_id)}
 
 
+@admin.route("/admin/profiles/{profile_id}", methods=["DELETE"])
+@answers_errors
+def erase_profile(profile_id: str) -> dict[str, Any]:
+    # GDPR erasure: identifiers unlinked, personal traits and event details removed; idempotent
+    return _runtime().erasure.erase(profile_id)  # type: ignore[no-any-return]
+
+
 @admin.route("/admin/ledger", methods=["GET"])
 @answers_errors
 def ledger() -> dict[str, Any]:
@@ -238,6 +245,15 @@ def preview_segment(name: str) -> dict[str, Any]:
     except ValueError as exc:
         raise BadRequest("sample must be an integer", field="sample") from exc
     return asdict(rt.segments.preview(name, sample=max(0, min(sample, 100))))
+
+
+# --------------------------------------------------------------------------- retargeting feeds
+@admin.route("/admin/feeds/publish", methods=["POST"], content_types=["application/json"])
+@answers_errors
+def publish_feeds() -> dict[str, Any]:
+    rt = _runtime()
+    request = rt.feeds.parse_request(http.json() if http.body().strip() else {})
+    return rt.feeds.publish(**request)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- templates
