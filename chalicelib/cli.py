@@ -221,6 +221,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feeds(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    body = {"segments": args.segment, "formats": args.format, "products": not args.no_products}
+    request = rt.feeds.parse_request(body)
+    _print(rt.feeds.publish(**request))
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    _print(_runtime(args).erasure.erase(args.profile_id))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import run_demo
 
@@ -294,6 +307,17 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("config", "print the effective configuration")
     sp.set_defaults(func=cmd_config)
+
+    sp = add("feeds", "publish the retargeting feeds (hashed audiences with deltas, product feeds)")
+    sp.add_argument("action", choices=["publish"])
+    sp.add_argument("--segment", action="append", help="only this segment (repeatable; default: every segment)")
+    sp.add_argument("--format", action="append", help="only this audience format (repeatable)")
+    sp.add_argument("--no-products", action="store_true", help="audiences only")
+    sp.set_defaults(func=cmd_feeds)
+
+    sp = add("erase", "forget a customer (GDPR erasure): identifiers unlinked, personal data removed")
+    sp.add_argument("profile_id")
+    sp.set_defaults(func=cmd_erase)
 
     sp = add("demo", "simulate a shop's quarter through the local stack and report what happened")
     sp.add_argument("--customers", type=int, default=400)
