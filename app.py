@@ -114,3 +114,9 @@ def timers(event: Any) -> dict[str, int]:
 def segment_sweep(event: Any) -> dict[str, int]:
     # time alone moves people between segments ("no order for 90 days"): re-evaluate daily
     return {"changed": get_runtime().segments.sweep()}
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS))
+def feeds_publish(event: Any) -> dict[str, Any]:
+    # retargeting feeds: every segment's hashed audiences with deltas, and the product feeds
+    return get_runtime().feeds.publish()
