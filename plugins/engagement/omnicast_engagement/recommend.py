@@ -1,0 +1,329 @@
+"""Item-to-item product recommendations from co-purchase and co-view, with a popularity fallback.
+
+Input: an interactions table (see :mod:`._tables`) with columns ``customer_id``, ``item_id``,
+``kind`` (``purchase`` / ``view``, or the Segment names ``Order Completed`` / ``Product
+Viewed``; optional, default purchase) and ``timestamp`` (optional unless ``half_life_days``).
+
+``fit`` builds the sparse customer x item matrix M (a purchase weighs 1, a view
+``view_weight``, each optionally decayed by age), the item x item co-occurrence C = M^T M,
+normalises it (cosine: C_ij / sqrt(C_ii C_jj); lift: C_ij N / (C_ii C_jj)), drops pairs seen
+together by fewer than ``min_support`` customers and keeps each item's ``n_neighbors`` most
+similar items. ``recommend`` scores a customer's items as history x similarity, ranks every
+item with a similarity score ahead of popular items (the fallback for cold customers and for
+filling up to k), and never returns an item the customer bought or one not in stock.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ._tables import InvalidInput, column, epoch_seconds, id_column, lookup, same_length
+from .artifact import ExplicitArtifact
+
+PURCHASE_KINDS = ("purchase", "Order Completed")
+VIEW_KINDS = ("view", "Product Viewed")
+CHUNK = 2048  # customers scored at once: CHUNK x n_items floats in memory
+
+
+class Recommendation(NamedTuple):
+    item_id: str
+    score: float  # similarity score ("similar") or number of purchasers ("popular")
+    source: str  # "similar" or "popular"
+
+
+class _Interactions(NamedTuple):
+    customers: np.ndarray  # str
+    items: np.ndarray  # str
+    purchase: np.ndarray  # bool
+    timestamps: np.ndarray | None  # epoch seconds
+
+
+def read_interactions(X: Any) -> _Interactions:
+    customers = id_column(X, "customer_id")
+    items = id_column(X, "item_id")
+    kind = column(X, "kind", required=False)
+    ts = column(X, "timestamp", required=False)
+    cols = {"customer_id": customers, "item_id": items}
+    if kind is not None:
+        cols["kind"] = kind
+    if ts is not None:
+        cols["timestamp"] = ts
+    same_length(cols)
+    if kind is None:
+        purchase = np.ones(len(customers), dtype=bool)
+    else:
+        kind = kind.astype(str)
+        purchase = np.isin(kind, PURCHASE_KINDS)
+        unknown = ~purchase & ~np.isin(kind, VIEW_KINDS)
+        if unknown.any():
+            bad = kind[int(np.argmax(unknown))]
+            raise InvalidInput(f"column 'kind' has {bad!r}; use purchase or view", field="kind")
+    seconds = epoch_seconds(ts, "timestamp") if ts is not None else None
+    return _Interactions(customers, items, purchase, seconds)
+
+
+class _RecommenderBase(ExplicitArtifact, BaseEstimator):
+    """What both recommenders share: vocabularies, history, popularity and the ranking."""
+
+    # fitted: customer_ids_, item_ids_ (sorted str arrays), history_ (customers x items, float32),
+    # purchased_ (customers x items, bool), popularity_ (decayed purchasers per item),
+    # purchasers_ (distinct purchasers per item), similarity_ (items x items)
+
+    def _fit_common(self, data: _Interactions, half_life_days: float | None, view_weight: float) -> sparse.csr_matrix:
+        if len(data.customers) == 0:
+            raise InvalidInput("the interactions table is empty", field="customer_id")
+        self.customer_ids_, c = np.unique(data.customers, return_inverse=True)
+        self.item_ids_, i = np.unique(data.items, return_inverse=True)
+        shape = (len(self.customer_ids_), len(self.item_ids_))
+        weight = np.ones(len(c))
+        if half_life_days is not None:
+            if data.timestamps is None:
+                raise InvalidInput("half_life_days needs a 'timestamp' column", field="timestamp")
+            age_days = (data.timestamps.max() - data.timestamps) / 86400.0
+            weight = 0.5 ** (age_days / half_life_days)
+        p = data.purchase
+        purchases = sparse.csr_matrix((weight[p], (c[p], i[p])), shape=shape, dtype=np.float64)
+        views = sparse.csr_matrix((weight[~p], (c[~p], i[~p])), shape=shape, dtype=np.float64)
+        purchases.data = np.minimum(purchases.data, 1.0)  # buying an item twice is one signal, not two
+        views.data = np.minimum(views.data, 1.0)
+        self.purchased_ = (purchases > 0).astype(bool).tocsr()
+        self.popularity_ = np.asarray(purchases.sum(axis=0)).ravel()
+        self.purchasers_ = np.asarray(self.purchased_.sum(axis=0)).ravel().astype(np.int64)
+        history = (purchases + view_weight * views).tocsr().astype(np.float32)
+        history.eliminate_zeros()
+        self.history_ = history
+        return views
+
+    # ------------------------------------------------------------------ ranking
+    def _stock_mask(self, in_stock: Any) -> np.ndarray:
+        n = len(self.item_ids_)
+        if in_stock is None:
+            return np.ones(n, dtype=bool)
+        if callable(in_stock):
+            return np.fromiter((bool(in_stock(x)) for x in self.item_ids_), dtype=bool, count=n)
+        arr = np.asarray(list(in_stock) if not isinstance(in_stock, np.ndarray) else in_stock)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise InvalidInput(f"in_stock as a mask needs {n} booleans, got {arr.shape}", field="in_stock")
+            return arr
+        return np.isin(self.item_ids_, arr.astype(str))
+
+    def recommend_indices(
+        self, customer_ids: Any, k: int = 10, *, in_stock: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised form of :meth:`recommend`: (item index, score, is_similar) arrays of shape
+        (n_customers, k); index -1 where fewer than k items qualify."""
+        check_is_fitted(self, "similarity_")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInput(f"k must be a positive integer, got {k!r}", field="k")
+        rows = lookup(self.customer_ids_, customer_ids)
+        n_items = len(self.item_ids_)
+        k_eff = min(int(k), n_items)
+        stock = self._stock_mask(in_stock)
+        # popular items rank in [0, 1), every item with a similarity score in [1, inf)
+        pop_rank = self.popularity_ / (self.popularity_.max() + 1.0) if n_items else self.popularity_
+        pop_rank = np.where(stock, pop_rank, -np.inf)
+        out_idx = np.full((len(rows), k), -1, dtype=np.int64)
+        out_score = np.zeros((len(rows), k))
+        out_similar = np.zeros((len(rows), k), dtype=bool)
+        known = np.clip(rows, 0, None)
+        for start in range(0, len(rows), CHUNK):
+            r = known[start:start + CHUNK]
+            unknown = rows[start:start + CHUNK] < 0
+            sim = (self.history_[r] @ self.similarity_).toarray()
+            sim[unknown] = 0.0
+            total = np.where(sim > 0, 1.0 + sim, pop_rank[None, :])
+            total[:, ~stock] = -np.inf
+            bought = self.purchased_[r].tocoo()
+            keep = ~unknown[bought.row]
+            total[bought.row[keep], bought.col[keep]] = -np.inf
+            top = np.argpartition(-total, k_eff - 1, axis=1)[:, :k_eff]
+            top_scores = np.take_along_axis(total, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            valid = np.isfinite(top_scores)
+            similar = top_scores >= 1.0
+            raw = np.where(similar, top_scores - 1.0, self.popularity_[top])
+            block = slice(start, start + len(r))
+            out_idx[block, :k_eff] = np.where(valid, top, -1)
+            out_score[block, :k_eff] = np.where(valid, raw, 0.0)
+            out_similar[block, :k_eff] = similar & valid
+        return out_idx, out_score, out_similar
+
+    def recommend(self, customer_ids: Any, k: int = 10, *, in_stock: Any = None) -> list[list[Recommendation]]:
+        """Up to ``k`` items per customer, best first, as :class:`Recommendation` tuples.
+
+        ``in_stock``: None (everything is in stock), a collection of item ids in stock, a boolean
+        mask over ``item_ids_`` or a predicate on an item id. Unknown and cold customers get the
+        popular items; bought items are never recommended.
+        """
+        idx, score, similar = self.recommend_indices(customer_ids, k, in_stock=in_stock)
+        ids = self.item_ids_
+        out: list[list[Recommendation]] = []
+        for row_idx, row_score, row_sim in zip(idx.tolist(), score.tolist(), similar.tolist(), strict=True):
+            out.append([
+                Recommendation(str(ids[j]), s, "similar" if m else "popular")
+                for j, s, m in zip(row_idx, row_score, row_sim, strict=True) if j >= 0
+            ])
+        return out
+
+    def explain(self, customer_id: str, item_id: str) -> str:
+        """Why ``item_id`` is recommended to ``customer_id``, in one sentence."""
+        check_is_fitted(self, "similarity_")
+        (j,) = lookup(self.item_ids_, [item_id])
+        if j < 0:
+            return f"{item_id} is not in the model's catalogue"
+        (c,) = lookup(self.customer_ids_, [customer_id])
+        if c >= 0:
+            row = self.history_[c]
+            contrib = row.toarray().ravel() * self.similarity_[:, j].toarray().ravel()
+            if contrib.max(initial=0.0) > 0:
+                i = int(np.argmax(contrib))
+                both = int(self.copurchase_[i, j]) if hasattr(self, "copurchase_") else 0
+                if both > 0:
+                    return f"co-purchased with {self.item_ids_[i]} by {both} customers"
+                seen = int(self.coview_[i, j]) if hasattr(self, "coview_") else 0
+                return f"viewed together with {self.item_ids_[i]} by {seen} customers"
+        return f"popular: bought by {int(self.purchasers_[j])} customers"
+
+
+class ItemToItemRecommender(_RecommenderBase):
+    """Item-to-item recommender (cosine or lift-normalised co-occurrence, optional time decay).
+
+    Parameters
+    ----------
+    similarity : "cosine" or "lift"
+    view_weight : weight of a view relative to a purchase (0 ignores views)
+    half_life_days : age at which an interaction counts half; None for no decay
+    n_neighbors : similar items kept per item
+    min_support : fewest customers who must share a pair for it to count
+    """
+
+    def __init__(self, similarity: str = "cosine", view_weight: float = 0.25, half_life_days: float | None = None,
+                 n_neighbors: int = 50, min_support: int = 2) -> None:
+        self.similarity = similarity
+        self.view_weight = view_weight
+        self.half_life_days = half_life_days
+        self.n_neighbors = n_neighbors
+        self.min_support = min_support
+
+    def _check_params(self) -> None:
+        if self.similarity not in ("cosine", "lift"):
+            raise InvalidInput(f"similarity must be 'cosine' or 'lift', got {self.similarity!r}", field="similarity")
+        if not 0 <= self.view_weight <= 1:
+            raise InvalidInput(f"view_weight must be in [0, 1], got {self.view_weight!r}", field="view_weight")
+        if self.half_life_days is not None and not self.half_life_days > 0:
+            raise InvalidInput(f"half_life_days must be > 0, got {self.half_life_days!r}", field="half_life_days")
+        if int(self.n_neighbors) < 1:
+            raise InvalidInput(f"n_neighbors must be >= 1, got {self.n_neighbors!r}", field="n_neighbors")
+        if int(self.min_support) < 1:
+            raise InvalidInput(f"min_support must be >= 1, got {self.min_support!r}", field="min_support")
+
+    def fit(self, X: Any, y: None = None) -> ItemToItemRecommender:
+        """Learn item-item similarities from the interactions table ``X``; returns self."""
+        self._check_params()
+        views = self._fit_common(read_interactions(X), self.half_life_days, self.view_weight)
+        m = self.history_.astype(np.float64)
+        co = (m.T @ m).tocsr()
+        degree = co.diagonal()
+        bought = self.purchased_.astype(np.float32)
+        viewed = (views > 0).astype(np.float32)
+        copurchase = (bought.T @ bought).tocsr()
+        coview = (viewed.T @ viewed).tocsr()
+        touched = ((m > 0).astype(np.float32)).tocsr()
+        support = (touched.T @ touched).tocsr()
+        co.setdiag(0)
+        co.eliminate_zeros()
+        co = co.tocoo()
+        pair_support = np.asarray(support[co.row, co.col]).ravel()
+        keep = pair_support >= self.min_support
+        r, c, v = co.row[keep], co.col[keep], co.data[keep]
+        if self.similarity == "cosine":
+            v = v / np.sqrt(degree[r] * degree[c])
+        else:
+            v = v * len(self.customer_ids_) / (degree[r] * degree[c])
+        self.similarity_ = _top_per_row(r, c, v, len(self.item_ids_), int(self.n_neighbors))
+        pattern = self.similarity_.tocoo()
+        self.copurchase_ = _at(copurchase, pattern)
+        self.coview_ = _at(coview, pattern)
+        return self
+
+
+class PopularityRecommender(_RecommenderBase):
+    """The baseline: most-purchased items (optionally time-decayed), same filters as above."""
+
+    def __init__(self, half_life_days: float | None = None) -> None:
+        self.half_life_days = half_life_days
+
+    def fit(self, X: Any, y: None = None) -> PopularityRecommender:
+        if self.half_life_days is not None and not self.half_life_days > 0:
+            raise InvalidInput(f"half_life_days must be > 0, got {self.half_life_days!r}", field="half_life_days")
+        self._fit_common(read_interactions(X), self.half_life_days, 0.0)
+        n = len(self.item_ids_)
+        self.similarity_ = sparse.csr_matrix((n, n), dtype=np.float32)
+        return self
+
+
+def _top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, n: int, k: int) -> sparse.csr_matrix:
+    """Keep the k largest values of each row (vectorised: sort by row, then by value)."""
+    order = np.lexsort((-v, r))
+    r, c, v = r[order], c[order], v[order]
+    starts = np.searchsorted(r, np.arange(n))
+    rank = np.arange(len(r)) - starts[r]
+    keep = rank < k
+    return sparse.csr_matrix((v[keep].astype(np.float32), (r[keep], c[keep])), shape=(n, n))
+
+
+def _at(matrix: sparse.csr_matrix, pattern: sparse.coo_matrix) -> sparse.csr_matrix:
+    values = np.asarray(matrix[pattern.row, pattern.col]).ravel().astype(np.int32)
+    return sparse.csr_matrix((values, (pattern.row, pattern.col)), shape=pattern.shape)
+
+
+# --------------------------------------------------------------------------- evaluation
+def time_split(X: Any, cutoff: float | np.datetime64) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(before, from) ``cutoff``: the training interactions and the held-out ones."""
+    ts = epoch_seconds(column(X, "timestamp"), "timestamp")
+    cut = float(epoch_seconds(np.asarray([cutoff]), "cutoff")[0])
+    names = [n for n in ("customer_id", "item_id", "kind", "timestamp") if column(X, n, required=False) is not None]
+    cols = {n: column(X, n) for n in names}
+    before = ts < cut
+    return {n: a[before] for n, a in cols.items()}, {n: a[~before] for n, a in cols.items()}
+
+
+def precision_recall_at_k(model: _RecommenderBase, held_out: Any, k: int = 10, *,
+                          in_stock: Any = None) -> dict[str, float]:
+    """Mean precision@k and recall@k over customers with a held-out purchase of an item the
+    model knows and they had not bought before (what a recommendation could have hit)."""
+    data = read_interactions(held_out)
+    customers, items = data.customers[data.purchase], data.items[data.purchase]
+    j = lookup(model.item_ids_, items)
+    c = lookup(model.customer_ids_, customers)
+    known = j >= 0
+    new = known.copy()
+    seen = c >= 0
+    idx = np.nonzero(known & seen)[0]
+    new[idx] = ~np.asarray(model.purchased_[c[idx], j[idx]]).ravel().astype(bool)
+    customers, j = customers[new], j[new]
+    if len(customers) == 0:
+        return {"precision": 0.0, "recall": 0.0, "customers": 0.0}
+    who, inverse = np.unique(customers, return_inverse=True)
+    truth = sparse.csr_matrix((np.ones(len(j)), (inverse, j)), shape=(len(who), len(model.item_ids_)))
+    truth.data[:] = 1.0
+    rec, _, _ = model.recommend_indices(who, k, in_stock=in_stock)
+    rows = np.repeat(np.arange(len(who)), rec.shape[1])
+    cols = rec.ravel()
+    ok = cols >= 0
+    hits = np.zeros(len(who))
+    np.add.at(hits, rows[ok], np.asarray(truth[rows[ok], cols[ok]]).ravel())
+    relevant = np.asarray(truth.sum(axis=1)).ravel()
+    return {
+        "precision": float(np.mean(hits / k)),
+        "recall": float(np.mean(hits / relevant)),
+        "customers": float(len(who)),
+    }
