@@ -9,7 +9,8 @@ no error, log line or repr ever carries the URL: errors are built from Telegram'
 
 Answers, as the Bot API documents them: ``{"ok": true, "result": {"message_id": ...}}``;
 429 carries ``parameters.retry_after`` (retryable); 5xx and network failures are
-retryable; 403 (bot blocked, user deactivated) is ``token_gone: ...`` and not retryable;
+retryable; 403 (bot blocked, user deactivated) is not retryable and reports the chat as
+``token_gone`` (``SendResult.feedback``);
 other 4xx (chat not found, bad token) are not retryable.
 
 Inbound (``/v1/inbound/telegram``): the ``X-Telegram-Bot-Api-Secret-Token`` header must
@@ -22,12 +23,14 @@ time). Private chats only:
 - ``my_chat_member`` with the new status ``kicked`` (the user blocked the bot): ``token_gone``.
 
 Start links: Telegram deep links (``https://t.me/<bot>?start=<payload>``) take only
-``[A-Za-z0-9_-]``, at most 64 characters, and the core's signed tokens are longer and
-contain a dot. :meth:`TelegramChannel.start_payload` passes a token that already fits
-through unchanged; any other token becomes a 32-character digest of itself, and the
-token is kept in the blob store under ``telegram/start/<payload>`` (deterministic, so
-asking twice gives the same link). The webhook maps the payload back to the token; the
-core then verifies the token's signature and expiry as usual.
+``[A-Za-z0-9_-]``, at most 64 characters. The core's compact start-link tokens
+(``InboundService.start_link_token``, 52 characters for its own profile ids) fit and go
+through :meth:`TelegramChannel.start_payload` unchanged. Any other token (the longer
+dotted ``Credentials.sign`` form, a long third-party profile id) becomes a 32-character
+digest of itself, and the token is kept in the blob store under
+``telegram/start/<payload>`` (deterministic, so asking twice gives the same link). The
+webhook maps the payload back to the token; the core then verifies its signature and
+expiry as usual.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class TelegramChannel(Channel):
         if status == 200 and answer.get("ok") is True:
             result = answer.get("result") or {}
             return SendResult(ok=True, provider_message_id=f"{chat}:{result.get('message_id')}", status="sent")
-        return failure(status, answer, retry_header)
+        return failure(status, answer, retry_header, chat=chat, at=self.context.clock.now())
 
     def _call(self, method: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
         """(HTTP status, parsed answer, Retry-After header); status 0 when Telegram was not reached."""
@@ -273,8 +276,9 @@ def _description(answer: dict[str, Any]) -> str:
     return text[:200] if isinstance(text, str) else ""
 
 
-def failure(status: int, answer: dict[str, Any], retry_header: str | None) -> SendResult:
-    """A Bot API error answer as a SendResult (never containing the URL or the token)."""
+def failure(status: int, answer: dict[str, Any], retry_header: str | None, *, chat: str, at: datetime) -> SendResult:
+    """A Bot API error answer as a SendResult (never containing the URL or the token); a 403
+    also reports the chat as gone, so the core removes it from the profile."""
     description = _description(answer) or f"HTTP {status}"
     code = answer.get("error_code") if isinstance(answer.get("error_code"), int) else status
     if status == 0:
@@ -288,7 +292,9 @@ def failure(status: int, answer: dict[str, Any], retry_header: str | None) -> Se
     if status >= 500:
         return SendResult.failed(f"Telegram {status}: {description}", retryable=True)
     if code == 403:  # blocked by the user, user deactivated, kicked from the chat
-        return SendResult.failed(f"token_gone: {description}", retryable=False)
+        gone = DeliveryFeedback(kind="token_gone", channel="messenger", address=chat, at=at,
+                                detail={"reason": description})
+        return SendResult.failed(f"token_gone: {description}", retryable=False, feedback=(gone,))
     if code in (401, 404):
         return SendResult.failed(f"bot token rejected: {description}", retryable=False)
     return SendResult.failed(description, retryable=False)

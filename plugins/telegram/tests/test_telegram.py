@@ -96,6 +96,9 @@ def test_errors_as_the_bot_api_answers_them(api, tmp_path, setup, retryable, err
     result = channel(tmp_path, api.url).send(msg())
     assert not result.ok and result.status == "failed"
     assert (result.retryable, result.error, result.retry_after_seconds) == (retryable, error_text, after)
+    gone = [DeliveryFeedback(kind="token_gone", channel="messenger", address="42", at=NOW,
+                             detail={"reason": "Forbidden: bot was blocked by the user"})]
+    assert list(result.feedback) == (gone if error_text.startswith("token_gone") else [])
 
 
 def test_bad_addresses_and_an_unreachable_api(tmp_path):
