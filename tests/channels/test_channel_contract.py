@@ -147,6 +147,73 @@ def web_push_harness() -> Iterator[dict[str, Any]]:
         server.server_close()
 
 
+@contextlib.contextmanager
+def json_api(answer: Any) -> Iterator[str]:
+    """A loopback JSON API: ``answer(path, headers, body) -> (status, json)``; yields its base URL."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Api(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, reply = answer(self.path, self.headers, body)
+            raw = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def telegram_harness() -> Iterator[dict[str, Any]]:
+    """A loopback Bot API: sendMessage with the bot token in the path answers as Telegram does."""
+    token = "123456:contract-token"
+    counter = iter(range(1, 1000))
+
+    def answer(path: str, headers: Any, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if path != f"/bot{token}/sendMessage":
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        if not body.get("text") or body.get("parse_mode") != "HTML":
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}
+        return 200, {"ok": True, "result": {"message_id": next(counter), "date": 1772445600, "text": body["text"],
+                                            "chat": {"id": int(body["chat_id"]), "type": "private"}}}
+
+    with json_api(answer) as url:
+        yield {"bot_token": token, "base_url": url}
+
+
+@contextlib.contextmanager
+def whatsapp_harness() -> Iterator[dict[str, Any]]:
+    """A loopback Cloud API: with no customer message on record, the approved template goes."""
+    counter = iter(range(1, 1000))
+
+    def answer(path: str, headers: Any, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if headers.get("Authorization") != "Bearer contract-token" or path != "/v21.0/1065403522/messages":
+            return 401, {"error": {"message": "Invalid OAuth access token", "type": "OAuthException", "code": 190}}
+        if body.get("type") != "template" or body["template"]["name"] != "hello_world":
+            return 400, {"error": {"message": "(#131047) Re-engagement message", "type": "OAuthException",
+                                   "code": 131047}}
+        return 200, {"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                     "messages": [{"id": f"wamid.contract{next(counter)}", "message_status": "accepted"}]}
+
+    with json_api(answer) as url:
+        yield {"access_token": "contract-token", "phone_number_id": "1065403522", "base_url": url,
+               "templates": {"*": {"name": "hello_world", "language": "en_US"}}}
+
+
 HARNESS = {
     "webhook": webhook_harness,
     "smtp": smtp_harness,
@@ -157,6 +224,8 @@ HARNESS = {
     "sandbox_sms": no_settings,
     "sandbox_push": no_settings,
     "sandbox_messenger": no_settings,
+    "telegram": telegram_harness,
+    "whatsapp": whatsapp_harness,
 }
 
 
