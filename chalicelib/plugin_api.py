@@ -462,6 +462,9 @@ class Model:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.heuristic: str | None = None  # e.g. "heuristic: 37 customers < 500"
+        # the trained artifact's version, set by the core (code version + training cutoff);
+        # every Score carries it
+        self.artifact_version: str = self.version
 
     def use_heuristic(self, reason: str) -> None:
         """Score without a fitted estimator; ``reason`` goes into every score's ``method``."""
