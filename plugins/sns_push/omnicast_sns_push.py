@@ -54,6 +54,7 @@ class SnsPushSettings(PluginSettings):
     apns_application_arn: str | None = Field(default=None, pattern=APP_ARN.pattern)
     fcm_application_arn: str | None = Field(default=None, pattern=APP_ARN.pattern)
     sound: str | None = "default"
+    ttl_seconds: int = Field(2 * 86400, ge=0, le=28 * 86400)  # how long APNs / FCM keep it for an offline device
     # SNS list prices (us-east-1): $0.50 per million API requests beyond the free tier, and
     # $0.50 per million mobile push deliveries
     price_per_million_requests: float = Field(0.50, ge=0)
@@ -164,6 +165,21 @@ class SnsPush(Channel):
         return json.dumps({"fcmV1Message": {"message": {"notification": alert, "data": data, "android": android}}},
                           ensure_ascii=False, separators=(",", ":"))
 
+    def attributes(self, platform_key: str, message: OutboundMessage) -> dict[str, Any]:
+        """SNS's per-platform message attributes: time to live, and APNs push type and priority."""
+        s: SnsPushSettings = self.settings  # type: ignore[assignment]
+
+        def text(value: str) -> dict[str, str]:
+            return {"DataType": "String", "StringValue": value}
+
+        service = "FCM" if platform_key == "GCM" else platform_key
+        found = {f"AWS.SNS.MOBILE.{service}.TTL": text(str(s.ttl_seconds))}
+        if platform_key.startswith("APNS"):
+            transactional = message.metadata.get("purpose") == "transactional"
+            found["AWS.SNS.MOBILE.APNS.PUSH_TYPE"] = text("alert")
+            found["AWS.SNS.MOBILE.APNS.PRIORITY"] = text("10" if transactional else "5")  # 5: power-considerate
+        return found
+
     # ----------------------------------------------------------------- sending
     def send(self, message: OutboundMessage) -> SendResult:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -186,7 +202,8 @@ class SnsPush(Channel):
                 return self.token_gone(message, arn, "endpoint disabled")
             requests += 1
             answer = self.client.publish(TargetArn=arn, MessageStructure="json",
-                                         Message=json.dumps({"default": message.text, platform_key: payload}))
+                                         Message=json.dumps({"default": message.text, platform_key: payload}),
+                                         MessageAttributes=self.attributes(platform_key, message))
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in DISABLED:

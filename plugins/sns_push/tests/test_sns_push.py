@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sns.models import sns_backends
@@ -81,9 +81,11 @@ def test_apns_notification_on_one_endpoint_per_token(aws, tmp_path):
 
 def test_fcm_v1_message_for_a_prefixed_token(aws, tmp_path):
     sns, apns, fcm = aws
-    result = channel(tmp_path, apns_application_arn=apns, fcm_application_arn=fcm).send(
-        push("fcm:" + FCM_TOKEN, purpose="transactional"))
+    ch = channel(tmp_path, apns_application_arn=apns, fcm_application_arn=fcm)
+    result = ch.send(push("fcm:" + FCM_TOKEN, purpose="transactional"))
     assert result.ok
+    assert ch.attributes("GCM", push(FCM_TOKEN)) == {
+        "AWS.SNS.MOBILE.FCM.TTL": {"DataType": "String", "StringValue": "172800"}}
     [endpoint] = endpoints(sns, fcm)
     assert endpoint["Attributes"]["Token"] == FCM_TOKEN
     [message] = published(endpoint["EndpointArn"])
@@ -131,6 +133,24 @@ def test_token_registered_by_another_customer_is_repointed_and_enabled(aws, tmp_
     assert len(published(arn)) == 1 and len(endpoints(sns, apns)) == 1
     # read + update cost two more requests
     assert result.cost_estimate == pytest.approx((4 * 0.5 + 0.5) / 1e6)
+
+
+def test_publish_call_with_platform_attributes(aws, tmp_path):
+    _, apns, _ = aws
+    ch = channel(tmp_path, apns_application_arn=apns, ttl_seconds=3600)
+    arn = apns.replace(":app/", ":endpoint/") + "/3f1c2a"
+    with Stubber(ch.client) as stub:
+        stub.add_response("create_platform_endpoint", {"EndpointArn": arn},
+                          {"PlatformApplicationArn": apns, "Token": APNS_TOKEN, "CustomUserData": "p_1"})
+        stub.add_response("publish", {"MessageId": "sns-1"}, {
+            "TargetArn": arn, "MessageStructure": "json", "Message": ANY,
+            "MessageAttributes": {
+                "AWS.SNS.MOBILE.APNS_SANDBOX.TTL": {"DataType": "String", "StringValue": "3600"},
+                "AWS.SNS.MOBILE.APNS.PUSH_TYPE": {"DataType": "String", "StringValue": "alert"},
+                "AWS.SNS.MOBILE.APNS.PRIORITY": {"DataType": "String", "StringValue": "10"}}})
+        result = ch.send(push(APNS_TOKEN, purpose="transactional"))
+        stub.assert_no_pending_responses()
+    assert result.ok and result.provider_message_id == "sns-1"
 
 
 def test_publish_answers_endpoint_disabled(aws, tmp_path):
