@@ -197,8 +197,10 @@ class ErasureService:
         )
         redacted = 0
         for event in events:
-            if event.source != "erasure" and not event.payload.get("erased"):
-                rewrite_payload(self.events, event, _redacted(event.payload))
+            kept = _redacted(event.payload)
+            # events that hold nothing beyond what is kept (segment exits, earlier redactions) stay as they are
+            if event.source != "erasure" and {**event.payload, "erased": True} != kept:
+                rewrite_payload(self.events, event, kept)
                 redacted += 1
         exited = 0
         for state in self.journeys.for_profile(pid):
