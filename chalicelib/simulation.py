@@ -19,12 +19,15 @@ Reproducible from a seed; the virtual clock makes 90 days take minutes.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import math
 import random
+import re
 import secrets
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +44,10 @@ CATEGORIES = ["Tops", "Shoes", "Bags", "Home", "Beauty"]
 FIRST = ["Ann", "Ben", "Chloe", "Dev", "Emma", "Femi", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena", "Mo", "Nora",
          "Omar", "Pia", "Quinn", "Rosa", "Sam", "Tara"]
 CART_SUBJECT = "You left something in your cart"
+TRACKED_LINK = re.compile(r"https?://[^\s/]+/t/c/[A-Za-z0-9_\-.]+")
+OPEN_PIXEL = re.compile(r'<img src="(https?://[^"]+/t/o/[^"]+)"')
+BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+IMAGE_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Customer:
     finish_rate: float  # chance a started checkout is paid at once
     consent: bool
     lapses_on_day: int
+    opens_mail: float = 0.4  # chance a human reads a message (and its images load)
+    image_proxy: bool = False  # their mailbox provider prefetches every image (machine opens)
     signed_up: bool = False
     open_cart: dict[str, Any] | None = None
 
@@ -79,6 +88,9 @@ class Truth:
     returned_without: int = 0
     orders: int = 0
     revenue: float = 0.0
+    human_opens: int = 0
+    proxy_opens: int = 0
+    clicks: int = 0
 
 
 @dataclass
@@ -89,6 +101,7 @@ class SimConfig:
     base_return: float = 0.10
     cart_email_effect: float = 0.20
     holdout_percent: float = 20.0
+    monthly_fixed_cost: float = 50.0  # the shop's platform and sending costs per 30 days, for ROMI and CAC
     start: datetime = field(default_factory=lambda: datetime(2026, 9, 1, 0, 0, tzinfo=UTC))
 
 
@@ -99,6 +112,7 @@ class Mailbox:
         self.folder = folder
         self.lock = threading.Lock()
         self.received: list[tuple[str, str]] = []
+        self.links: list[tuple[str | None, str | None]] = []  # (tracked link, open pixel) per message
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -106,16 +120,25 @@ class Mailbox:
         from email import message_from_bytes, policy
 
         msg = message_from_bytes(envelope.content, policy=policy.default)
+        link = pixel = None
+        for part in msg.walk():  # type: ignore[attr-defined]
+            if part.get_content_type() == "text/plain":
+                found = TRACKED_LINK.search(part.get_content())
+                link = found.group(0) if found else None
+            elif part.get_content_type() == "text/html":
+                found = OPEN_PIXEL.search(part.get_content())
+                pixel = found.group(1) if found else None
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.received.append((rcpt, str(msg["Subject"])))
+                self.links.append((link, pixel))
             if self.folder:
                 (self.folder / f"{len(self.received):06d}.eml").write_bytes(envelope.content)
         return "250 OK"
 
-    def since(self, start: int) -> list[tuple[str, str]]:
+    def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
         with self.lock:
-            return self.received[start:]
+            return [(r, s, *links) for (r, s), links in zip(self.received[start:], self.links[start:], strict=True)]
 
 
 class Storefront:
@@ -134,6 +157,18 @@ class Storefront:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the local stack
             resp.read()
         self.calls += 1
+
+    def hit(self, url: str, agent: str) -> int:
+        """A mail client or a browser fetching a tracked URL (the redirect is not followed)."""
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=30)
+        try:
+            conn.request("GET", parts.path, headers={"User-Agent": agent, "Accept": "image/gif,*/*;q=0.8"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
 
     def track(self, call: dict[str, Any]) -> None:
         self.segment_buffer.append(call)
@@ -175,6 +210,11 @@ class ShopSimulator:
 
         self.zones = {z: ZoneInfo(z) for z in ZONES}
         self.customers = [self._customer(i) for i in range(config.customers)]
+        # engagement (opens, clicks) draws from its own stream, so adding it changed no purchase
+        self.engage = random.Random(config.seed * 7919 + 1)
+        for c in self.customers:
+            c.opens_mail, c.image_proxy = self.engage.uniform(0.15, 0.7), self.engage.random() < 0.3
+        self.pending_hits: list[tuple[datetime, str, str, str]] = []  # due, url, user agent, kind
         self.by_email = {c.email: c for c in self.customers}
         self.pending_returns: list[tuple[datetime, Customer, dict[str, Any]]] = []
 
@@ -256,18 +296,42 @@ class ShopSimulator:
                     self.pending_returns.append((later, c, c.open_cart))
 
     def _react_to_mail(self) -> None:
-        for rcpt, subject in self.mailbox.since(self.read):
+        now = self.clock.now()
+        for rcpt, subject, link, pixel in self.mailbox.since(self.read):
             self.read += 1
             c = self.by_email.get(rcpt)
-            if c is None or subject != CART_SUBJECT or c.open_cart is None:
+            if c is None:
+                continue
+            if pixel and c.image_proxy:  # the provider fetches images as the mail arrives
+                self.pending_hits.append((now + timedelta(minutes=1), pixel, IMAGE_PROXY, "proxy_open"))
+            if pixel and self.engage.random() < c.opens_mail:
+                read_at = now + timedelta(minutes=self.engage.uniform(5, 600))
+                self.pending_hits.append((read_at, pixel, BROWSER, "open"))
+                if link and subject != CART_SUBJECT and self.engage.random() < 0.12:
+                    self.pending_hits.append((read_at + timedelta(minutes=1), link, BROWSER, "click"))
+            if subject != CART_SUBJECT or c.open_cart is None:
                 continue
             cart = c.open_cart
+            cart["link"] = link
             if self.clock.now() - cart["at"] > timedelta(hours=48) or cart["reminded"]:
                 continue
             cart["reminded"] = True
             self.truth.reminders_seen += 1
             if self.c.base_return <= cart["u"] < self.c.base_return + self.c.cart_email_effect:
                 self.pending_returns.append((self.clock.now() + timedelta(hours=self.rng.uniform(0.5, 6)), c, cart))
+
+    def _hits_due(self) -> None:
+        now = self.clock.now()
+        due = [h for h in self.pending_hits if h[0] <= now]
+        self.pending_hits = [h for h in self.pending_hits if h[0] > now]
+        for _, url, agent, kind in due:
+            self.front.hit(url, agent)
+            if kind == "proxy_open":
+                self.truth.proxy_opens += 1
+            elif kind == "open":
+                self.truth.human_opens += 1
+            else:
+                self.truth.clicks += 1
 
     def _returns_due(self) -> None:
         now = self.clock.now()
@@ -277,6 +341,9 @@ class ShopSimulator:
             if c.open_cart is not cart:
                 continue
             c.open_cart = None
+            if cart["reminded"] and cart.get("link"):  # back through the reminder's link
+                self.front.hit(cart["link"], BROWSER)
+                self.truth.clicks += 1
             self._order(c, cart["checkout"])
             if cart["reminded"] and cart["u"] >= self.c.base_return:
                 self.truth.returned_with_reminder += 1
@@ -327,6 +394,7 @@ class ShopSimulator:
                 self.front.flush()
                 step()
                 self._react_to_mail()
+                self._hits_due()
                 self._returns_due()
                 self._expire_carts()
                 self.clock.advance(timedelta(hours=1))
@@ -421,6 +489,31 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     p(f"  incremental conversion: {lift['lift']:+.1%}  (95% interval {lift['low']:+.1%} to {lift['high']:+.1%})")
     p(f"  planted by the simulator: {config.cart_email_effect:+.1%}  "
       f"({'inside' if lift['low'] <= config.cart_email_effect <= lift['high'] else 'OUTSIDE'} the interval)")
+
+    m = runtime.measurement
+    snap = m.snapshot()
+    kpis = m.kpis("journey", snap=snap)
+    channels = m.kpis("channel", snap=snap)
+    total = m.funnel(snap=snap)
+    overall = m.lift(snap=snap)
+    result.update(kpis=kpis, channels=channels, funnel=total, overall_lift=overall, machine_hits=snap.machine_hits)
+    p("\nKPIs per journey (last touch: click 5 d, open 1 d, delivery 1 d; machine opens and clicks left out):")
+    p(f"  {'journey':<22} {'sent':>6} {'opened':>7} {'clicked':>7} {'CTR':>6} {'conv':>6} {'revenue':>10} "
+      f"{'cost':>8} {'ROMI':>7} {'CAC':>7}")
+    for r in kpis:
+        romi = f"{r['romi']:.1f}" if r["romi"] is not None else "-"
+        cac = f"{r['cac']:.2f}" if r["cac"] is not None else "-"
+        p(f"  {r['journey']:<22} {r['sent']:>6,} {r['opened']:>7,} {r['clicked']:>7,} {r['ctr']:>6.1%} "
+          f"{r['conversions']:>6.0f} {r['revenue']:>10,.2f} {r['cost']:>8.2f} {romi:>7} {cac:>7}")
+    p(f"  machine hits flagged and left out: {snap.machine_hits:,} (the simulator's image proxies fetched "
+      f"{truth.proxy_opens:,}); human opens {truth.human_opens:,}, clicks {truth.clicks:,}")
+    p("channel mix: " + ", ".join(f"{r['channel']} {r['sent']:,} sent, {r['revenue']:,.2f} EUR" for r in channels))
+    p(f"all marketing against the holdout: {overall['summary']}")
+    rev = overall["incremental_revenue"]
+    if rev["low"] is not None:
+        p(f"  incremental revenue: {rev['value']:+,.2f} EUR (95% CI {rev['low']:+,.2f} to {rev['high']:+,.2f})")
+    p("dashboard: `omnicast serve`, then open /admin/dashboard with an admin key "
+      "(data in " + (str(data_dir) if data_dir else "a scratch folder") + ")")
     return result
 
 
@@ -453,6 +546,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         "public_url": f"http://127.0.0.1:{port}", "channels": {"email": "smtp"},
         "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port}},
         "send_policy": {"holdout_percent": config.holdout_percent},
+        "measurement": {"fixed_costs": round(config.monthly_fixed_cost * config.days / 30, 2)},
         "shop": {"name": "Omnicast Simulated Shop", "url": "https://sim.shop"},
     })
     clock = ManualClock(config.start)

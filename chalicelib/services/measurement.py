@@ -13,7 +13,8 @@ raw events agrees by construction of the test, not by trust:
 attributed to touches of the same customer that happened before it within the window of
 their type (``measurement.windows_hours``; default click 5 days, open 1 day, delivery 1
 day). *Last touch* (the default) gives the whole order to the strongest touch (click >
-open > delivery), the latest one among equals; *linear* splits it evenly over every touch
+open > delivery), the latest one among equals (then the message key, so a tie
+reads the same in every recount); *linear* splits it evenly over every touch
 in its window; *first touch* gives it to the earliest. Each attributed order carries the
 message, journey, step, channel, template and variant.
 
@@ -204,13 +205,13 @@ def snapshot(entries: Iterable[LedgerEntry], events: Iterable[StoredEvent]) -> S
                 snap.bounced.add(by_provider[pid])
         elif ev.event in ORDER_EVENTS and ev.profile_id:
             order_id = str(props.get("order_id") or props.get("checkout_id") or ev.message_id)
-            if order_id in seen_orders:
-                continue
-            seen_orders.add(order_id)
             raw_orders.append((ev.timestamp, order_id, ev.profile_id, order_total(props)))
-    raw_orders.sort()
+    raw_orders.sort()  # an order reported twice (created, then paid) counts once, at its first report
     first: set[str] = set()
     for at, order_id, profile_id, revenue in raw_orders:
+        if order_id in seen_orders:
+            continue
+        seen_orders.add(order_id)
         order = Order(order_id, profile_id, at, revenue, new_customer=profile_id not in first)
         first.add(profile_id)
         snap.orders.append(order)
@@ -255,9 +256,9 @@ class Measurement:
             if not eligible:
                 continue
             if model == "last_touch":
-                chosen = [min(eligible, key=lambda t: (TOUCH_RANK.index(t[1]), -t[0].timestamp()))]
+                chosen = [min(eligible, key=lambda t: (TOUCH_RANK.index(t[1]), -t[0].timestamp(), t[2]))]
             elif model == "first_touch":
-                chosen = [min(eligible, key=lambda t: (t[0], TOUCH_RANK.index(t[1])))]
+                chosen = [min(eligible, key=lambda t: (t[0], TOUCH_RANK.index(t[1]), t[2]))]
             else:
                 chosen = eligible
             weight = 1 / len(chosen)
