@@ -77,6 +77,19 @@ def sns_feedback() -> dict[str, Any]:
 
 
 @app.route(
+    "/v1/inbound/{plugin}",
+    methods=["GET", "POST"],
+    content_types=["application/x-www-form-urlencoded", "application/json", "text/plain", "text/xml"],
+)
+@answers_errors
+def channel_inbound(plugin: str) -> Response:
+    # a channel provider's receipts, replies, STOP/START, dead tokens; the plugin verifies first
+    request = http.request()
+    result = get_runtime().inbound.handle(plugin, http.body(), http.headers(), dict(request.query_params or {}))
+    return Response(body=result.body, status_code=result.status_code, headers={"Content-Type": result.content_type})
+
+
+@app.route(
     "/v1/unsubscribe",
     methods=["GET", "POST"],
     content_types=["application/x-www-form-urlencoded", "application/json", "text/plain"],

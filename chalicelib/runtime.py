@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from chalicelib.services.erasure import ErasureService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.feeds import FeedService
+    from chalicelib.services.inbound import InboundService
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
     from chalicelib.services.measurement import Measurement
@@ -208,6 +209,13 @@ class Runtime:
             self.clock,
             tuple(fb.sns_topics),
         )
+
+    @cached_property
+    def inbound(self) -> InboundService:
+        from chalicelib.services.inbound import InboundService
+
+        return InboundService(settings=self.settings, host=self.host, channel_for=self.channel, stores=self.stores,
+                              consent=self.consent, credentials=self.credentials, clock=self.clock)
 
     @cached_property
     def authoring(self) -> Authoring:
