@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 
-.PHONY: setup demo test lint bench package clean
+.PHONY: setup demo test lint bench package clean browser
 
 $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	@test -n "$(PY)" || { echo "Python 3.12 not found: install it or run 'make PY=/path/to/python3.12'"; exit 1; }
@@ -23,6 +23,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# headless Chromium + its chromedriver from Debian for tests/browser (root, Debian mirror reachable);
+# the test skips without them, and fails when CI is set
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	@chromium --headless --no-sandbox --version 2>/dev/null || true
 
 lint: setup
 	$(BIN)/ruff check .

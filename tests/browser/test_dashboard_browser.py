@@ -32,7 +32,7 @@ SCREENSHOT = Path(tempfile.gettempdir()) / "omnicast-dashboard.png"
 def _browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return f"{path} not found: apt-get install -y chromium chromium-driver (.ci/run does it)"
+            return f"{path} not found: run 'make browser' (apt-get install -y chromium chromium-driver)"
     try:
         import selenium  # noqa: F401
     except ImportError:
