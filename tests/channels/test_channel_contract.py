@@ -214,6 +214,49 @@ def whatsapp_harness() -> Iterator[dict[str, Any]]:
                "templates": {"*": {"name": "hello_world", "language": "en_US"}}}
 
 
+@contextlib.contextmanager
+def twilio_harness() -> Iterator[dict[str, Any]]:
+    """A loopback Messages API: form-encoded POST with basic auth answers 201 and an SM sid, as Twilio does."""
+    import base64
+    import json
+    import threading
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    sid, token = "AC" + "c0" * 16, "contract-token"
+
+    class Api(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            auth = "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
+            if self.headers.get("Authorization") != auth or self.path != f"/2010-04-01/Accounts/{sid}/Messages.json":
+                status, reply = 401, {"code": 20003, "message": "Authenticate", "status": 401}
+            elif not form.get("Body") or not form.get("To", [""])[0].startswith("+"):
+                status, reply = 400, {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
+            else:
+                status, reply = 201, {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "num_segments": "1",
+                                      "to": form["To"][0], "body": form["Body"][0]}
+            raw = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield {"account_sid": sid, "auth_token": token, "from_number": "+15005550006",
+               "base_url": f"http://127.0.0.1:{server.server_address[1]}"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 HARNESS = {
     "webhook": webhook_harness,
     "smtp": smtp_harness,
@@ -226,6 +269,7 @@ HARNESS = {
     "sandbox_messenger": no_settings,
     "telegram": telegram_harness,
     "whatsapp": whatsapp_harness,
+    "twilio_sms": twilio_harness,
 }
 
 
