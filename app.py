@@ -13,12 +13,14 @@ from typing import Any
 from chalice import Chalice, Rate, Response
 
 from chalicelib.admin_routes import admin
+from chalicelib.dashboard import dashboard
 from chalicelib.errors import NotFound
 from chalicelib.http import Http, answers_errors, get_runtime
 
 app = Chalice(app_name="omnicast")
 app.api.binary_types.append("image/gif")
 app.register_blueprint(admin)
+app.register_blueprint(dashboard)
 http = Http(app)
 QUEUE_PREFIX = os.environ.get("OMNICAST_AWS__QUEUE_PREFIX", "omnicast-")
 SEGMENT_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
