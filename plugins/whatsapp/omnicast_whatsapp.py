@@ -355,7 +355,8 @@ def _code(answer: dict[str, Any]) -> int | None:
 
 def failure(status: int, answer: dict[str, Any], retry_header: str | None) -> SendResult:
     """A Graph API error answer as a SendResult (the access token is never part of it)."""
-    error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+    error = answer.get("error")
+    error = error if isinstance(error, dict) else {}
     code = _code(answer)
     text = str(error.get("message") or f"HTTP {status}")[:200]
     label = f"WhatsApp {code}: {text}" if code is not None else text
