@@ -48,7 +48,7 @@ def _redacted(payload: dict[str, Any]) -> dict[str, Any]:
         kept["products"] = [
             {k: p[k] for k in KEPT_PRODUCT_FIELDS if k in p} for p in props["products"] if isinstance(p, dict)
         ]
-    out: dict[str, Any] = {k: payload[k] for k in ("type", "event", "messageId", "timestamp") if k in payload}
+    out: dict[str, Any] = {k: payload[k] for k in ("type", "event", "timestamp") if k in payload}
     return {**out, "properties": kept, "erased": True}
 
 

@@ -312,6 +312,9 @@ def test_erasure_unlinks_redacts_and_is_idempotent(stores, clock):
     assert not [k for k in after.traits if not k.startswith("_") and k != "consent"]
     assert "ann@example.com" not in json.dumps(after.traits) and "Ann" not in json.dumps(after.traits)
     assert stores.profiles.get("p_old").traits.get("first_name") is None
+    from chalicelib.services.send import consent_problem
+
+    assert consent_problem(after, "email", "transactional") and consent_problem(after, "sms", "transactional")
     kept = stores.events.get("segment", "o1").payload
     assert kept["properties"] == {"order_id": "o1", "total": 30.0, "products": [{"product_id": "p1", "price": 30.0}]}
     assert "context" not in kept and "traits" not in stores.events.get("segment", "i1").payload
