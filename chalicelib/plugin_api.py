@@ -466,8 +466,12 @@ class Model:
         # every Score carries it
         self.artifact_version: str = self.version
 
-    def use_heuristic(self, reason: str) -> None:
-        """Score without a fitted estimator; ``reason`` goes into every score's ``method``."""
+    def use_heuristic(self, reason: str, table: FeatureTable | None = None) -> None:
+        """Score without a fitted estimator; ``reason`` goes into every score's ``method``.
+
+        ``table`` (the customers as of the latest cutoff) lets a heuristic learn shop-wide
+        numbers (the median days between orders, the average order value); override to use it.
+        """
         self.heuristic = reason
 
     @property
