@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,8 @@ class Truth:
     human_opens: int = 0
     proxy_opens: int = 0
     clicks: int = 0
+    broadcasts: int = 0  # customers entered into the Black Friday greeting (no planted effect)
+    seasonal_days: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +191,33 @@ class Storefront:
             "X-Shopify-Webhook-Id": f"sim-{self.webhooks}", "X-Shopify-Shop-Domain": "sim.myshopify.com",
             "X-Shopify-Hmac-Sha256": base64.b64encode(hmac_sha256(self.shopify_secret, body)).decode(),
         })
+
+
+def black_friday(year: int) -> date:
+    """The day after the fourth Thursday of November."""
+    first = date(year, 11, 1)
+    thursday = first + timedelta(days=(3 - first.weekday()) % 7 + 21)
+    return thursday + timedelta(days=1)
+
+
+WEEKDAY = (0.9, 0.9, 0.95, 1.0, 1.05, 1.2, 1.15)  # Monday .. Sunday
+
+
+def seasonality(day: date) -> tuple[float, str | None]:
+    """How much more (or less) people shop on ``day`` than on an ordinary day, and why."""
+    bf = black_friday(day.year)
+    factor = WEEKDAY[day.weekday()]
+    if day == bf:
+        return factor * 3.0, "Black Friday"
+    if day == bf + timedelta(days=3):
+        return factor * 2.2, "Cyber Monday"
+    if bf - timedelta(days=6) <= day < bf:
+        return factor * 0.8, "the lull before Black Friday"
+    if date(day.year, 12, 1) <= day <= date(day.year, 12, 20):
+        return factor * 1.4, "the Christmas run-up"
+    if date(day.year, 12, 24) <= day <= date(day.year, 12, 26):
+        return factor * 0.4, "Christmas"
+    return factor, None
 
 
 class ShopSimulator:
@@ -376,19 +405,26 @@ class ShopSimulator:
         })
 
     # ------------------------------------------------------------------ the clock
-    def run(self, step: Any, progress: Any = None) -> None:
-        """Walk the simulation hour by hour; ``step()`` lets Omnicast work after each hour."""
+    def run(self, step: Any, progress: Any = None, broadcast: Any = None) -> None:
+        """Walk the simulation hour by hour; ``step()`` lets Omnicast work after each hour;
+        ``broadcast(journey)`` is the shop starting a seasonal campaign (Black Friday eve)."""
         for p in self.products:
             self._product_update(p, topic="products/create")
         step()
         for day in range(self.c.days):
             self._catalog_moves(day)
+            today = (self.c.start + timedelta(days=day)).date()
+            season, why = seasonality(today)
+            if why:
+                self.truth.seasonal_days[why] = self.truth.seasonal_days.get(why, 0) + 1
+            if broadcast and today == black_friday(today.year) - timedelta(days=1):
+                self.truth.broadcasts += broadcast("holiday_greetings")
             for _ in range(24):
                 for c in self.customers:
                     if day >= c.lapses_on_day:
                         continue
                     local = self._local_hour(c)
-                    weight = 1.6 if 9 <= local < 22 else 0.2  # people shop in their daytime
+                    weight = (1.6 if 9 <= local < 22 else 0.2) * season  # daytime, weekday, holidays
                     if self.rng.random() < c.visits_per_day * weight / 24 * 1.5:
                         self._visit(c, day)
                 self.front.flush()
@@ -473,6 +509,9 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     p(f"ran in {seconds:.1f} s ({result['events_per_second']:.0f} events/s stored)")
     p(f"events stored: {events:,}  " + ", ".join(f"{k}={v:,}" for k, v in by_source.items()))
     p(f"profiles: {result['profiles']:,}; orders: {truth.orders:,}; revenue: {truth.revenue:,.2f} EUR")
+    if truth.seasonal_days:
+        p("seasons: " + ", ".join(f"{k} ({v} d)" for k, v in truth.seasonal_days.items())
+          + f"; Black Friday greeting broadcast to {truth.broadcasts:,} subscribers")
     p("segments: " + ", ".join(f"{k}={v:,}" for k, v in segments.most_common()))
     p("\nmessages by journey / channel / outcome:")
     for journey, channel, status, n in ledger:
@@ -563,8 +602,19 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             # so what was sent is in the mailbox when this returns)
             runtime.drain()
 
+        admin_key = runtime.credentials.create_key("admin", "simulated-marketer")
+
+        def broadcast(journey: str) -> int:
+            # the marketer starts the seasonal greeting through the admin API, as a person would
+            req = urllib.request.Request(  # noqa: S310 - the local stack
+                f"{stack.url}/admin/journeys/{journey}/broadcast", data=b"{}", method="POST",
+                headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+                return int(json.loads(resp.read())["entered"])
+
         started = time.perf_counter()
-        sim.run(step, progress=None if quiet else lambda d: print(f"\r  day {d}/{config.days}", end="", flush=True))
+        sim.run(step, progress=None if quiet else lambda d: print(f"\r  day {d}/{config.days}", end="", flush=True),
+                broadcast=broadcast)
         if not quiet:
             print()
         return report(runtime, sim.truth, config, mailbox, time.perf_counter() - started, data_dir)

@@ -138,3 +138,23 @@ def test_the_overall_lift_interval_is_reported_with_the_holdout(simulated):
     assert d["low"] < d["value"] < d["high"]
     # marketing works in this shop (the reminder's planted effect): the whole interval is above zero
     assert d["low"] > 0
+
+
+def test_seasons_and_the_black_friday_broadcast(tmp_path):
+    from datetime import UTC, date
+
+    from chalicelib.simulation import black_friday, seasonality
+
+    assert [black_friday(y) for y in (2024, 2025, 2026)] == [date(2024, 11, 29), date(2025, 11, 28),
+                                                            date(2026, 11, 27)]
+    assert seasonality(date(2026, 11, 27))[1] == "Black Friday"
+    assert seasonality(date(2026, 11, 30))[1] == "Cyber Monday"
+    assert seasonality(date(2026, 12, 25))[0] < seasonality(date(2026, 12, 10))[0]
+    config = SimConfig(customers=60, days=6, seed=3, holdout_percent=20,
+                       start=datetime(2026, 11, 23, tzinfo=UTC))
+    result = run_simulation(config, data_dir=tmp_path, quiet=True)
+    truth = result["truth"]
+    assert truth["seasonal_days"]["Black Friday"] == 1 and truth["broadcasts"] > 0
+    rows = {r["journey"]: r for r in result["kpis"]}
+    # the greeting went out through the journey (10:00 local, so some on Black Friday itself)
+    assert rows["holiday_greetings"]["sent"] > 0
