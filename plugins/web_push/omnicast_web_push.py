@@ -177,12 +177,14 @@ class WebPush(Channel):
             return SendResult.failed(f"push payload is {len(data)} bytes; Web Push takes {MAX_PLAINTEXT}",
                                      retryable=False)
         try:
+            import requests
+            from pywebpush import WebPusher, WebPushException
+        except ImportError as exc:  # a package built without the plugin's dependencies
+            return SendResult.failed(f"web_push needs the {exc.name} package", retryable=False)
+        try:
             vapid = self.vapid
         except ValueError as exc:
             return SendResult.failed(str(exc), retryable=False)
-
-        import requests
-        from pywebpush import WebPusher, WebPushException
 
         now = self.context.clock.now()
         endpoint = urlsplit(subscription["endpoint"])
