@@ -15,6 +15,7 @@ filling up to k), and never returns an item the customer bought or one not in st
 
 from __future__ import annotations
 
+import copy
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -173,24 +174,78 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
             ])
         return out
 
-    def explain(self, customer_id: str, item_id: str) -> str:
-        """Why ``item_id`` is recommended to ``customer_id``, in one sentence."""
+    def reason(self, customer_id: str, item_id: str) -> dict[str, Any]:
+        """The structured why: ``{"because": anchor item or None, "co_purchased": n, "co_viewed": n,
+        "similarity": s, "purchasers": n}``; ``because`` is the customer's item that contributed
+        most to ``item_id``'s score (None for a popularity pick)."""
         check_is_fitted(self, "similarity_")
         (j,) = lookup(self.item_ids_, [item_id])
         if j < 0:
-            return f"{item_id} is not in the model's catalogue"
+            raise InvalidInput(f"{item_id!r} is not in the model's catalogue", field="item_id")
+        out: dict[str, Any] = {"because": None, "co_purchased": 0, "co_viewed": 0, "similarity": 0.0,
+                               "purchasers": int(self.purchasers_[j])}
         (c,) = lookup(self.customer_ids_, [customer_id])
         if c >= 0:
-            row = self.history_[c]
-            contrib = row.toarray().ravel() * self.similarity_[:, j].toarray().ravel()
+            contrib = self.history_[c].toarray().ravel() * self.similarity_[:, j].toarray().ravel()
             if contrib.max(initial=0.0) > 0:
                 i = int(np.argmax(contrib))
-                both = int(self.copurchase_[i, j]) if hasattr(self, "copurchase_") else 0
-                if both > 0:
-                    return f"co-purchased with {self.item_ids_[i]} by {both} customers"
-                seen = int(self.coview_[i, j]) if hasattr(self, "coview_") else 0
-                return f"viewed together with {self.item_ids_[i]} by {seen} customers"
-        return f"popular: bought by {int(self.purchasers_[j])} customers"
+                out.update(because=str(self.item_ids_[i]), similarity=float(self.similarity_[i, j]),
+                           co_purchased=int(self.copurchase_[i, j]) if hasattr(self, "copurchase_") else 0,
+                           co_viewed=int(self.coview_[i, j]) if hasattr(self, "coview_") else 0)
+        return out
+
+    def explain(self, customer_id: str, item_id: str) -> str:
+        """Why ``item_id`` is recommended to ``customer_id``, in one sentence."""
+        r = self.reason(customer_id, item_id)
+        if r["because"] is None:
+            return f"popular: bought by {r['purchasers']} customers"
+        if r["co_purchased"] > 0:
+            return f"co-purchased with {r['because']} by {r['co_purchased']} customers"
+        return f"viewed together with {r['because']} by {r['co_viewed']} customers"
+
+    def with_history(self, X: Any) -> _RecommenderBase:
+        """A copy that keeps the learned similarities and popularity but recommends from the
+        customers' histories in the interactions table ``X`` (e.g. fresher than the training
+        data, so what a customer bought yesterday is excluded today). Items the model never saw
+        are ignored."""
+        check_is_fitted(self, "similarity_")
+        data = read_interactions(X)
+        new = copy.copy(self)
+        j = lookup(self.item_ids_, data.items)
+        keep = j >= 0
+        new.customer_ids_, c = np.unique(data.customers[keep], return_inverse=True)
+        j, purchase = j[keep], data.purchase[keep]
+        shape = (len(new.customer_ids_), len(self.item_ids_))
+        view_weight = float(getattr(self, "view_weight", 0.0))
+        weight = np.where(purchase, 1.0, view_weight)
+        if getattr(self, "half_life_days", None) is not None and data.timestamps is not None:
+            age_days = (data.timestamps[keep].max(initial=0.0) - data.timestamps[keep]) / 86400.0
+            weight = weight * 0.5 ** (age_days / self.half_life_days)
+        bought = sparse.csr_matrix((np.ones(int(purchase.sum())), (c[purchase], j[purchase])), shape=shape)
+        new.purchased_ = (bought > 0).astype(bool).tocsr()
+        p = sparse.csr_matrix((weight[purchase], (c[purchase], j[purchase])), shape=shape)
+        v = sparse.csr_matrix((weight[~purchase], (c[~purchase], j[~purchase])), shape=shape)
+        p.data = np.minimum(p.data, 1.0)
+        v.data = np.minimum(v.data, view_weight) if view_weight > 0 else v.data * 0
+        history = (p + v).tocsr().astype(np.float32)
+        history.eliminate_zeros()
+        new.history_ = history
+        return new
+
+    def as_popularity(self) -> PopularityRecommender:
+        """The popularity baseline of the same training data (shares the fitted arrays)."""
+        check_is_fitted(self, "similarity_")
+        base = PopularityRecommender(half_life_days=getattr(self, "half_life_days", None))
+        for name in ("customer_ids_", "item_ids_", "history_", "purchased_", "popularity_", "purchasers_"):
+            setattr(base, name, getattr(self, name))
+        n = len(self.item_ids_)
+        base.similarity_ = sparse.csr_matrix((n, n), dtype=np.float32)
+        return base
+
+    def scores(self, history: Any) -> Any:
+        """Raw item scores for a prebuilt (n_customers, n_items) history matrix: history x similarity."""
+        check_is_fitted(self, "similarity_")
+        return sparse.csr_matrix(history) @ self.similarity_
 
 
 class ItemToItemRecommender(_RecommenderBase):
@@ -241,7 +296,7 @@ class ItemToItemRecommender(_RecommenderBase):
         co.setdiag(0)
         co.eliminate_zeros()
         co = co.tocoo()
-        pair_support = np.asarray(support[co.row, co.col]).ravel()
+        pair_support = _values_at(support, co.row, co.col)
         keep = pair_support >= self.min_support
         r, c, v = co.row[keep], co.col[keep], co.data[keep]
         if self.similarity == "cosine":
@@ -280,8 +335,14 @@ def _top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, n: int, k: int) ->
     return sparse.csr_matrix((v[keep].astype(np.float32), (r[keep], c[keep])), shape=(n, n))
 
 
+def _values_at(matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    if len(rows) == 0:
+        return np.zeros(0, dtype=matrix.dtype)
+    return np.asarray(matrix[rows, cols]).ravel()
+
+
 def _at(matrix: sparse.csr_matrix, pattern: sparse.coo_matrix) -> sparse.csr_matrix:
-    values = np.asarray(matrix[pattern.row, pattern.col]).ravel().astype(np.int32)
+    values = _values_at(matrix, pattern.row, pattern.col).astype(np.int32)
     return sparse.csr_matrix((values, (pattern.row, pattern.col)), shape=pattern.shape)
 
 
@@ -320,7 +381,7 @@ def precision_recall_at_k(model: _RecommenderBase, held_out: Any, k: int = 10, *
     cols = rec.ravel()
     ok = cols >= 0
     hits = np.zeros(len(who))
-    np.add.at(hits, rows[ok], np.asarray(truth[rows[ok], cols[ok]]).ravel())
+    np.add.at(hits, rows[ok], _values_at(truth, rows[ok], cols[ok]))
     relevant = np.asarray(truth.sum(axis=1)).ravel()
     return {
         "precision": float(np.mean(hits / k)),

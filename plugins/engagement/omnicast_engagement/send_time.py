@@ -179,14 +179,25 @@ class SendTimeOptimizer(ExplicitArtifact, BaseEstimator):
         counts = np.asarray(counts, dtype=np.float64)
         if counts.ndim != 2 or counts.shape[1] != 24:
             raise InvalidInput(f"counts must have shape (n, 24), got {counts.shape}", field="counts")
-        prior = np.repeat(self.global_dist_[None, :], len(counts), axis=0)
+        prior = self._prior_for(len(counts), segments)
+        return self._best(counts, prior, counts.sum(axis=1).astype(np.int64), with_confidence)
+
+    def predict_proba_for_counts(self, counts: Any, segments: Any = None) -> np.ndarray:
+        """Posterior mean share per local hour from fresh (n, 24) counts, shape (n, 24)."""
+        check_is_fitted(self, "counts_")
+        counts = np.asarray(counts, dtype=np.float64)
+        alpha = counts + float(self.prior_strength) * self._prior_for(len(counts), segments)
+        return alpha / alpha.sum(axis=1, keepdims=True)
+
+    def _prior_for(self, n: int, segments: Any) -> np.ndarray:
+        prior = np.repeat(self.global_dist_[None, :], n, axis=0)
         if segments is not None:
             given = np.asarray(segments).astype(str)
-            if given.shape != (len(counts),):
+            if given.shape != (n,):
                 raise InvalidInput("segments needs one entry per customer", field="segments")
             found = lookup(self.segment_ids_, given)
             prior[found >= 0] = self.segment_dist_[found[found >= 0]]
-        return self._best(counts, prior, counts.sum(axis=1).astype(np.int64), with_confidence)
+        return prior
 
     def _best(self, counts: np.ndarray, prior: np.ndarray, events: np.ndarray, with_confidence: bool) -> list[SendTime]:
         alpha = counts + float(self.prior_strength) * prior

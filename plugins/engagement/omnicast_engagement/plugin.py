@@ -1,0 +1,510 @@
+"""Model plugin glue: each engagement estimator as a :class:`~chalicelib.plugin_api.Model`.
+
+This module imports only the plugin API at its top: the estimators (numpy, scipy,
+scikit-learn) are imported inside the methods that need them, so registering the plugins on
+the HTTP path costs nothing. Extras read from the :class:`FeatureTable` beyond those
+:mod:`chalicelib.features` builds (all optional, aligned with ``profile_ids``):
+
+- ``in_stock``: product ids in stock now (recommendations never include others);
+- ``timezones``: IANA time zone per customer (send time counts hours in local time);
+- ``segments``: segment name per customer (send time falls back to the segment's hour);
+- ``reachable``: channels each customer can be reached on (best channel picks among them);
+- ``bandit_log``: ``{"row", "arm", "reward"}`` arrays of past outcomes to replay (bandit).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.plugin_api import (
+    Artifact,
+    Contribution,
+    FeatureTable,
+    Model,
+    ModelError,
+    PluginSettings,
+    Score,
+    TrainingSet,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CHANNELS = ("email", "sms", "push", "messenger")
+
+
+def _artifact(estimator: Any) -> Artifact:
+    return Artifact(format="npz", data=estimator.to_bytes())
+
+
+def _restore(cls: type, artifact: Artifact) -> Any:
+    from .artifact import ArtifactError
+
+    if artifact.format != "npz":
+        raise ModelError(f"expected an npz artifact, got {artifact.format!r}")
+    try:
+        return cls.from_bytes(artifact.data)  # type: ignore[attr-defined]
+    except ArtifactError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def _interactions(table: FeatureTable) -> dict[str, np.ndarray]:
+    """The table's interactions with profile ids instead of row numbers, times in epoch seconds."""
+    import numpy as np
+
+    raw = table.extras.get("interactions")
+    if raw is None:
+        raise ModelError("the feature table has no 'interactions' extra")
+    rows = np.asarray(raw["row"], dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(table.profile_ids)):
+        raise ModelError("interactions.row points outside the feature table's profiles")
+    ids = np.asarray(table.profile_ids, dtype=str)
+    return {
+        "customer_id": ids[rows] if len(rows) else np.array([], dtype=str),
+        "item_id": np.asarray(raw["product"], dtype=str),
+        "kind": np.asarray(raw["kind"], dtype=str),
+        "timestamp": np.asarray(raw["time"], dtype=np.float64) * 86400.0,
+    }
+
+
+# --------------------------------------------------------------------------- recommendations
+class RecommendationSettings(PluginSettings):
+    k: int = 10
+    similarity: str = "cosine"
+    view_weight: float = 0.25
+    half_life_days: float | None = None
+    n_neighbors: int = 50
+    min_support: int = 2
+
+
+class ItemToItemModel(Model):
+    """Item-to-item recommendations from co-purchase and co-view; popularity for cold customers."""
+
+    name = "item_to_item"
+    kind = "recommendations"
+    version = "1"
+    title = "Item-to-item recommendations (co-purchase, co-view) with a popularity fallback"
+    outputs = ("personalised", "items", "sources", "reasons")
+    features = ()  # reads the ``interactions`` extra
+    min_customers = 50
+    Settings = RecommendationSettings
+
+    def __init__(self, settings: PluginSettings) -> None:
+        super().__init__(settings)
+        self.estimator: Any = None
+        self.evaluation: dict[str, Any] = {}
+        self.trained_until: datetime | None = None
+
+    def _new(self) -> Any:
+        from .recommend import ItemToItemRecommender
+
+        s = self.settings
+        assert isinstance(s, RecommendationSettings)
+        return ItemToItemRecommender(similarity=s.similarity, view_weight=s.view_weight,
+                                     half_life_days=s.half_life_days, n_neighbors=s.n_neighbors,
+                                     min_support=s.min_support)
+
+    def fit(self, data: TrainingSet) -> ItemToItemModel:
+        from ._tables import InvalidInput
+
+        try:
+            self.estimator = self._new().fit(_interactions(data.features))
+        except InvalidInput as exc:
+            raise ModelError(f"{exc} (field {exc.field})") from None
+        self.trained_until = data.features.as_of
+        return self
+
+    def evaluate(self, data: TrainingSet) -> dict[str, Any]:
+        """Precision@k and recall@k on the purchases after the training cutoff, against popularity."""
+        from .recommend import precision_recall_at_k
+
+        if self.estimator is None:
+            raise ModelError("evaluate before fit")
+        k = self.settings.k  # type: ignore[attr-defined]
+        table = _interactions(data.features)
+        if self.trained_until is not None:  # only what happened after the training cutoff
+            later = table["timestamp"] > self.trained_until.timestamp()
+            table = {n: a[later] for n, a in table.items()}
+        model = precision_recall_at_k(self.estimator, table, k)
+        base = precision_recall_at_k(self.estimator.as_popularity(), table, k)
+        self.evaluation = {
+            "k": k,
+            "precision_at_k": model["precision"], "recall_at_k": model["recall"],
+            "popularity_precision_at_k": base["precision"], "popularity_recall_at_k": base["recall"],
+            "customers": int(model["customers"]),
+        }
+        return self.evaluation
+
+    def score(self, table: FeatureTable) -> list[Score]:
+        from .recommend import PopularityRecommender
+
+        interactions = _interactions(table)
+        if self.heuristic is not None or self.estimator is None:
+            model = PopularityRecommender().fit(interactions) if len(interactions["item_id"]) else None
+        else:
+            model = self.estimator.with_history(interactions)
+        k = self.settings.k  # type: ignore[attr-defined]
+        stock = table.extras.get("in_stock")
+        out: list[Score] = []
+        recs = model.recommend(table.profile_ids, k, in_stock=stock) if model is not None else [
+            [] for _ in table.profile_ids]
+        for pid, items in zip(table.profile_ids, recs, strict=True):
+            reasons, contributions = [], []
+            for r in items:
+                if r.source == "similar":
+                    why = model.reason(pid, r.item_id)  # type: ignore[union-attr]
+                    reasons.append(model.explain(pid, r.item_id))  # type: ignore[union-attr]
+                    contributions.append(Contribution(f"bought_with:{why['because']}", float(why["co_purchased"]),
+                                                      float(r.score)))
+                else:
+                    reasons.append(f"popular: bought by {int(r.score)} customers")
+            personalised = sum(r.source == "similar" for r in items) / k
+            out.append(Score(
+                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                value=personalised,
+                values={"personalised": personalised, "items": [r.item_id for r in items],
+                        "sources": [r.source for r in items], "reasons": reasons},
+                explanation=tuple(sorted(contributions, key=lambda c: -abs(c.effect))[:3]),
+                label=items[0].item_id if items else None, method=self.method,
+            ))
+        return out
+
+    def predict_matrix(self, X: Any) -> Any:
+        if self.estimator is None:
+            raise ModelError("predict before fit")
+        return self.estimator.scores(X)
+
+    def dump(self) -> Artifact:
+        if self.estimator is None:
+            raise ModelError("dump before fit")
+        return _artifact(self.estimator)
+
+    def load(self, artifact: Artifact) -> None:
+        from .recommend import ItemToItemRecommender
+
+        self.estimator = _restore(ItemToItemRecommender, artifact)
+
+    def describe(self) -> dict[str, Any]:
+        if self.estimator is None:
+            return {"method": self.method}
+        e = self.estimator
+        return {"params": e.get_params(), "items": len(e.item_ids_), "customers": len(e.customer_ids_),
+                "similar_pairs": int(e.similarity_.nnz), "evaluation": self.evaluation}
+
+
+# --------------------------------------------------------------------------- send time
+class SendTimeSettings(PluginSettings):
+    prior_strength: float = 6.0
+    segment_strength: float = 24.0
+    min_events: int = 3
+    n_samples: int = 200
+    random_state: int = 0
+
+
+def _local_counts(table: FeatureTable) -> np.ndarray:
+    """``engagement_hours`` (UTC) moved to each customer's local hour, with the offset their
+    time zone has at the table's cutoff (the features keep hours, not instants)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    import numpy as np
+
+    hours = table.extras.get("engagement_hours")
+    if hours is None:
+        raise ModelError("the feature table has no 'engagement_hours' extra")
+    counts = np.asarray(hours, dtype=np.float64)
+    zones = table.extras.get("timezones")
+    if zones is None:
+        return counts
+    zones = np.asarray(zones, dtype=str)
+    out = np.empty_like(counts)
+    at = table.as_of if table.as_of.tzinfo else table.as_of.replace(tzinfo=UTC)
+    for name in np.unique(zones):
+        try:
+            offset = at.astimezone(ZoneInfo(name or "UTC")).utcoffset()
+        except (ZoneInfoNotFoundError, ValueError):
+            offset = None  # an unknown zone: keep UTC hours rather than fail the whole chunk
+        shift = int((offset.total_seconds() // 3600) if offset is not None else 0)
+        rows = zones == name
+        out[rows] = np.roll(counts[rows], shift, axis=1)  # UTC hour h is local hour h + shift
+    return out
+
+
+class SendTimeModel(Model):
+    """Best local hour per customer from open and click hours, smoothed toward the segment's."""
+
+    name = "send_time"
+    kind = "send_time"
+    version = "1"
+    title = "Send-time optimisation (Dirichlet-smoothed engagement hours)"
+    outputs = ("hour", "confidence", "source", "events")
+    features = ("peak_hour",)  # and the engagement_hours extra
+    min_customers = 20
+    Settings = SendTimeSettings
+
+    def __init__(self, settings: PluginSettings) -> None:
+        super().__init__(settings)
+        self.estimator: Any = None
+
+    def _new(self) -> Any:
+        from .send_time import SendTimeOptimizer
+
+        s = self.settings
+        assert isinstance(s, SendTimeSettings)
+        return SendTimeOptimizer(prior_strength=s.prior_strength, segment_strength=s.segment_strength,
+                                 min_events=s.min_events, n_samples=s.n_samples, random_state=s.random_state)
+
+    def fit(self, data: TrainingSet) -> SendTimeModel:
+        t = data.features
+        self.estimator = self._new().fit_counts(t.profile_ids, _local_counts(t), t.extras.get("segments"))
+        return self
+
+    def score(self, table: FeatureTable) -> list[Score]:
+        counts = _local_counts(table)
+        segments = table.extras.get("segments")
+        estimator = self.estimator
+        if self.heuristic is not None or estimator is None:
+            # the shop's own customers as the population: no fitted priors to lean on
+            estimator = self._new().fit_counts(table.profile_ids, counts, segments)
+        best = estimator.best_hours_for_counts(counts, segments)
+        share = estimator.predict_proba_for_counts(counts, segments)
+        out = []
+        for i, (pid, b) in enumerate(zip(table.profile_ids, best, strict=True)):
+            h = b.hour
+            out.append(Score(
+                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                value=float(h),
+                values={"hour": h, "confidence": b.confidence, "source": b.source, "events": b.events},
+                explanation=(Contribution(f"opens_at_{h:02d}h", float(counts[i, h]), float(share[i, h])),
+                             Contribution("opens_and_clicks", float(b.events), 0.0)),
+                label=f"{h:02d}:00", method=self.method,
+            ))
+        return out
+
+    def predict_matrix(self, X: Any) -> Any:
+        if self.estimator is None:
+            raise ModelError("predict before fit")
+        return self.estimator.predict_proba_for_counts(X)
+
+    def dump(self) -> Artifact:
+        if self.estimator is None:
+            raise ModelError("dump before fit")
+        return _artifact(self.estimator)
+
+    def load(self, artifact: Artifact) -> None:
+        from .send_time import SendTimeOptimizer
+
+        self.estimator = _restore(SendTimeOptimizer, artifact)
+
+    def describe(self) -> dict[str, Any]:
+        if self.estimator is None:
+            return {"method": self.method}
+        e = self.estimator
+        return {"params": e.get_params(), "customers": len(e.customer_ids_),
+                "segments": [str(s) for s in e.segment_ids_],
+                "global_best_hour": int(e.global_dist_.argmax())}
+
+
+# --------------------------------------------------------------------------- best channel
+class BestChannelSettings(PluginSettings):
+    min_prior_strength: float = 2.0
+    max_prior_strength: float = 100.0
+    n_samples: int = 1000
+    random_state: int = 0
+
+
+class BestChannelModel(Model):
+    """The channel each customer engages with most, among those they can be reached on."""
+
+    name = "best_channel"
+    kind = "best_channel"
+    version = "1"
+    title = "Best channel per customer (Beta posteriors of click rate, population prior)"
+    outputs = ("rate", "channel", "probability_best", "messages", "engagements")
+    features = (*(f"sent_{c}" for c in CHANNELS), *(f"clicked_{c}" for c in CHANNELS))
+    min_customers = 20
+    Settings = BestChannelSettings
+
+    def __init__(self, settings: PluginSettings) -> None:
+        super().__init__(settings)
+        self.estimator: Any = None
+
+    def _new(self) -> Any:
+        from .best_channel import BestChannel
+
+        s = self.settings
+        assert isinstance(s, BestChannelSettings)
+        return BestChannel(min_prior_strength=s.min_prior_strength, max_prior_strength=s.max_prior_strength,
+                           n_samples=s.n_samples, random_state=s.random_state)
+
+    @staticmethod
+    def _counts(table: FeatureTable) -> tuple[list[str], Any, Any]:
+        import numpy as np
+
+        channels = [c for c in table.extras.get("channels", CHANNELS) if f"sent_{c}" in table.columns]
+        sent = np.nan_to_num(table.matrix([f"sent_{c}" for c in channels]))
+        clicked = np.nan_to_num(table.matrix([f"clicked_{c}" for c in channels]))
+        return channels, sent, np.minimum(clicked, sent)
+
+    def fit(self, data: TrainingSet) -> BestChannelModel:
+        channels, sent, clicked = self._counts(data.features)
+        self.estimator = self._new().fit_counts(data.features.profile_ids, channels, sent, clicked)
+        return self
+
+    def score(self, table: FeatureTable) -> list[Score]:
+        channels, sent, clicked = self._counts(table)
+        estimator = self.estimator
+        if self.heuristic is not None or estimator is None:
+            estimator = self._new().fit_counts(table.profile_ids, channels, sent, clicked)
+        reachable = table.extras.get("reachable")
+        choices = estimator.best_channels_for_counts(channels, sent, clicked, reachable)
+        out = []
+        for pid, c in zip(table.profile_ids, choices, strict=True):
+            out.append(Score(
+                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                value=c.rate,
+                values={"rate": c.rate, "channel": c.channel, "probability_best": c.probability_best,
+                        "messages": c.messages, "engagements": c.engagements},
+                explanation=(Contribution(f"clicked_{c.channel}", float(c.engagements), c.rate),
+                             Contribution(f"sent_{c.channel}", float(c.messages), 0.0)) if c.channel else (),
+                label=c.channel, method=self.method,
+            ))
+        return out
+
+    def predict_matrix(self, X: Any) -> Any:
+        """Posterior mean rate per channel for a prebuilt (n, 2 * channels) matrix [sent..., clicked...]."""
+        import numpy as np
+
+        if self.estimator is None:
+            raise ModelError("predict before fit")
+        X = np.asarray(X, dtype=np.float64)
+        half = X.shape[1] // 2
+        channels = [str(c) for c in self.estimator.channels_][:half]
+        alpha, beta, _, _ = self.estimator._posterior(channels, X[:, :half], np.minimum(X[:, half:], X[:, :half]))
+        return alpha / (alpha + beta)
+
+    def dump(self) -> Artifact:
+        if self.estimator is None:
+            raise ModelError("dump before fit")
+        return _artifact(self.estimator)
+
+    def load(self, artifact: Artifact) -> None:
+        from .best_channel import BestChannel
+
+        self.estimator = _restore(BestChannel, artifact)
+
+    def describe(self) -> dict[str, Any]:
+        if self.estimator is None:
+            return {"method": self.method}
+        e = self.estimator
+        means = e.prior_alpha_ / (e.prior_alpha_ + e.prior_beta_)
+        return {"params": e.get_params(),
+                "population_rate": {str(c): float(m) for c, m in zip(e.channels_, means, strict=True)},
+                "prior_strength": {str(c): float(a + b) for c, a, b in
+                                   zip(e.channels_, e.prior_alpha_, e.prior_beta_, strict=True)}}
+
+
+# --------------------------------------------------------------------------- bandit
+class BanditSettings(PluginSettings):
+    arms: tuple[str, ...] = ("A", "B")
+    context_features: tuple[str, ...] = ()  # FeatureTable columns; empty: Beta-Bernoulli
+    min_exploration: float = 0.05
+    stop_probability: float = 0.95
+    min_samples: int = 100
+    max_expected_loss: float | None = None
+    random_state: int = 0
+
+
+class ThompsonBanditModel(Model):
+    """Thompson sampling among message variants or offers (contextual when features are set)."""
+
+    name = "thompson_bandit"
+    kind = "bandit"
+    version = "1"
+    title = "Thompson sampling bandit with minimum exploration and a stop rule"
+    outputs = ("probability_best", "arm", "stopped")
+    min_customers = 0  # a bandit learns online: no minimum
+    Settings = BanditSettings
+
+    def __init__(self, settings: PluginSettings) -> None:
+        super().__init__(settings)
+        self.estimator: Any = None
+
+    def _new(self) -> Any:
+        from .bandit import LinearThompsonBandit, ThompsonBandit
+
+        s = self.settings
+        assert isinstance(s, BanditSettings)
+        common = dict(arms=s.arms, min_exploration=s.min_exploration, stop_probability=s.stop_probability,
+                      min_samples=s.min_samples, max_expected_loss=s.max_expected_loss, random_state=s.random_state)
+        if s.context_features:
+            return LinearThompsonBandit(n_features=len(s.context_features), **common)
+        return ThompsonBandit(**common)
+
+    def _contexts(self, table: FeatureTable) -> Any:
+        import numpy as np
+
+        names = self.settings.context_features  # type: ignore[attr-defined]
+        if not names:
+            return [None] * len(table)
+        try:
+            return np.nan_to_num(table.matrix(list(names)))
+        except KeyError as exc:
+            raise ModelError(str(exc)) from None
+
+    def fit(self, data: TrainingSet) -> ThompsonBanditModel:
+        """Replay the ``bandit_log`` extra (if any) into a fresh bandit."""
+        import numpy as np
+
+        bandit = self._new()
+        log = data.features.extras.get("bandit_log")
+        if log is None:
+            bandit.fit([], [])
+        else:
+            rows = np.asarray(log["row"], dtype=np.int64)
+            arms, rewards = list(log["arm"]), list(log["reward"])
+            if self.settings.context_features:  # type: ignore[attr-defined]
+                bandit.fit(arms, rewards, np.asarray(self._contexts(data.features))[rows])
+            else:
+                bandit.fit(arms, rewards)
+        self.estimator = bandit
+        return self
+
+    def _bandit(self) -> Any:
+        if self.estimator is None:
+            self.estimator = self._new()
+        return self.estimator
+
+    def score(self, table: FeatureTable) -> list[Score]:
+        bandit = self._bandit()
+        out = []
+        for pid, x in zip(table.profile_ids, self._contexts(table), strict=True):
+            arm = bandit.choose(x)
+            p = bandit.probability_best(x)
+            out.append(Score(
+                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                value=float(p.get(arm, 0.0)),
+                values={"probability_best": float(p.get(arm, 0.0)), "arm": arm, "stopped": bandit.stopped},
+                explanation=tuple(Contribution(f"p_best:{a}", float(v), float(v)) for a, v in p.items()),
+                label=arm, method=self.method,
+            ))
+        return out
+
+    def dump(self) -> Artifact:
+        return _artifact(self._bandit())
+
+    def load(self, artifact: Artifact) -> None:
+        from .bandit import LinearThompsonBandit, ThompsonBandit
+
+        cls = LinearThompsonBandit if self.settings.context_features else ThompsonBandit  # type: ignore[attr-defined]
+        self.estimator = _restore(cls, artifact)
+
+    def describe(self) -> dict[str, Any]:
+        b = self._bandit()
+        b.probability_best()  # initialises the state
+        return {"params": b.get_params(), "pulls": dict(zip(b.arms, b.pulls_, strict=True)),
+                "winner": b.winner_, "explanation": b.explain() if not self.settings.context_features  # type: ignore[attr-defined]
+                else None}
+
+
+MODELS: tuple[type[Model], ...] = (ItemToItemModel, SendTimeModel, BestChannelModel, ThompsonBanditModel)
