@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -234,3 +235,17 @@ def test_unreachable_service_is_retryable(tmp_path):
 def test_secret_key_never_printed(tmp_path):
     ch = channel(tmp_path)
     assert VAPID_RAW not in f"{ch!r} {ch.settings!r} {ch.settings.model_dump()}"
+
+
+def test_a_redirect_is_not_followed(service, tmp_path):
+    PushService.answers = [(307, {"Location": "http://169.254.169.254/latest/meta-data/"})]
+    result = channel(tmp_path).send(push(subscription(service + "/s")))
+    assert not result.ok and not result.retryable and result.error == "push service redirected"
+    assert len(PushService.received) == 1
+
+
+def test_a_missing_dependency_is_a_clear_failure(service, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pywebpush", None)  # as in a package built without it
+    result = channel(tmp_path).send(push(subscription(service + "/s")))
+    assert (result.ok, result.retryable, result.error) == (False, False, "web_push needs the pywebpush package")
+    assert PushService.received == []
