@@ -340,7 +340,7 @@ class FeedService:
         """Publish every audience (all segments unless named) and, unless told not to, the
         product feeds; returns what was written, counted."""
         checked = self.parse_request({"segments": segments, "formats": formats, "products": products})
-        names = checked["segments"] or sorted(self.segments.segments)
+        names = sorted(self.segments.segments) if checked["segments"] is None else checked["segments"]
         result: dict[str, Any] = {
             "audiences": [self.publish_audience(name, checked["formats"]) for name in names],
         }

@@ -145,6 +145,7 @@ def test_product_feeds_follow_stock_and_the_daily_schedule_publishes_everything(
     catalog.apply("shopify", CatalogItem(product_id="p1", variant_id="v2", stock=7), clock.now())
     r = admin(api, "post", "/admin/feeds/publish", {"segments": [], "products": True})
     assert r.status_code == 200, r.body
+    assert json.loads(r.body)["audiences"] == []  # an empty list publishes no audience, only the products
     meta = list(csv.DictReader(io.StringIO(blobs.get("feeds/products/meta_catalog/latest.csv").decode())))
     assert {m["id"]: m["availability"] for m in meta} == {"p1_v1": "in stock", "p1_v2": "in stock"}
     viewed = list(csv.DictReader(io.StringIO(blobs.get(
