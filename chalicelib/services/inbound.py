@@ -183,8 +183,9 @@ class InboundService:
     # ------------------------------------------------------------------ applying feedback
     def apply(self, plugin: str, fb: DeliveryFeedback) -> str:
         """Apply one feedback once. Returns what happened, in a word (for logs and tests)."""
-        if fb.kind not in FEEDBACK_KINDS:
-            raise ValueError(f"{plugin} reported an unknown feedback kind {fb.kind!r}")
+        if fb.kind not in FEEDBACK_KINDS:  # a plugin bug: the rest of the batch still applies
+            log.warning("%s reported an unknown feedback kind %r; ignored", plugin, fb.kind)
+            return "unknown_kind"
         mid = feedback_message_id(plugin, fb)
         existing = self.events.get(plugin, mid)
         if existing is not None and existing.processed:
@@ -235,6 +236,10 @@ class InboundService:
 
     def _act(self, fb: DeliveryFeedback, profile_id: str, entry: Any, link: dict[str, str] | None) -> str:
         if fb.kind in CONSENT_STATE:
+            profile = self.profiles.get(profile_id)
+            current = ((profile.traits.get("consent") or {}) if profile else {}).get(fb.channel)
+            if fb.kind == "opted_out" and current == "suppressed":
+                return "suppressed"  # already stricter: suppression blocks transactional messages too
             self.consent.set_consent(profile_id, fb.channel, CONSENT_STATE[fb.kind])
             return CONSENT_STATE[fb.kind]
         if fb.kind == "token_gone":

@@ -257,7 +257,10 @@ class TwilioSms(Channel):
             word = (fields.get("OptOutType") or keyword(text)).upper()
             kind = ("opted_out" if word in OPT_OUT else "opted_in" if word in OPT_IN
                     else "help" if word in HELP else "replied")
-            detail = {"text": text} if kind == "replied" else {"keyword": word}
+            detail: dict[str, str | int] = {"text": text} if kind == "replied" else {"keyword": word}
+            media = fields.get("NumMedia", "0")
+            if kind == "replied" and media.isdigit() and int(media):
+                detail["media"] = int(media)  # an MMS: the media stay at Twilio (MediaUrl0...)
             feedback = [DeliveryFeedback(kind=kind, channel=self.channel, address=sender, at=now,
                                          provider_message_id=sid, detail=detail)]
             return InboundResult(feedback=feedback, body=twiml(s.help_text if kind == "help" else None),

@@ -242,6 +242,18 @@ def test_start_help_and_replies(stack):
         "Channel Opted Out", "Channel Opted In", "Help Requested", "Message Replied"]
 
 
+def test_a_get_webhook_is_signed_over_its_query(stack):
+    # Twilio can be told to use GET: the parameters travel in the query, which the signature covers
+    pid = customer(stack, phone=PHONE)
+    query = urlencode(sms_in("STOP"))
+    signature = twilio_signature(twilio_server.AUTH_TOKEN, f"{TWILIO_URL}?{query}", [])
+    r = stack.client.http.get(f"/v1/inbound/twilio_sms?{query}", headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 200 and consent(stack, pid, "sms") == "opted_out"
+    r = stack.client.http.get(f"/v1/inbound/twilio_sms?{query.replace('STOP', 'START')}",
+                              headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 401 and consent(stack, pid, "sms") == "opted_out"
+
+
 def test_the_same_webhook_twice_changes_nothing(stack):
     pid = customer(stack, phone=PHONE)
     twilio_post(stack, sms_in("STOP", sid="SM" + "5" * 32))
@@ -321,6 +333,16 @@ def test_complaints_and_bounces_suppress_and_opens_and_clicks_are_recorded(stack
     assert consent(stack, pid2, "push") == "suppressed" and consent(stack, pid, "push") == "suppressed"
 
 
+def test_stop_never_weakens_a_suppression_and_unknown_kinds_are_skipped(stack):
+    pid = customer(stack, push_token="tok-4")
+    relay_post(stack, "bounced", "push", {"address": "tok-4", "id": "n-3"})
+    r = relay_post(stack, "made_up", "push", {"address": "tok-4", "id": "n-4"},
+                   {"kind": "opted_out", "address": "tok-4", "id": "n-5"})
+    assert r.status_code == 200
+    assert consent(stack, pid, "push") == "suppressed"
+    assert sorted(e.event for e in events(stack, "relay_push")) == ["Channel Opted Out", "Message Bounced"]
+
+
 def test_a_chat_started_from_a_signed_start_link_joins_the_right_profile(stack):
     pid = customer(stack)
     other = customer(stack, user="u2")
@@ -389,3 +411,23 @@ def test_feedback_ids_are_deterministic():
     gone = DeliveryFeedback("token_gone", "push", "tok", at)
     assert feedback_message_id("relay_push", gone) != feedback_message_id("relay_push", DeliveryFeedback(
         "token_gone", "push", "tok", at + timedelta(days=1)))
+
+
+def test_the_inbound_path_loads_no_template_engine(tmp_path):
+    import subprocess
+
+    code = f"""
+import sys
+from chalicelib.config import load_settings
+from chalicelib.runtime import Runtime
+rt = Runtime(load_settings({{}}, overrides={{"data_dir": {str(tmp_path)!r}, "plugin_settings": {{"twilio_sms": {{
+    "account_sid": {twilio_server.ACCOUNT_SID!r}, "auth_token": "t", "from_number": "+15005550006",
+    "public_url": "https://x.example"}}}}}}))
+try:
+    rt.inbound.handle("twilio_sms", b"Body=STOP", {{"X-Twilio-Signature": "bad"}}, {{}})
+except Exception as exc:
+    print(type(exc).__name__)
+print(sorted(m for m in ("liquid", "numpy", "scipy", "sklearn") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.split() == ["Unauthorized", "[]"]

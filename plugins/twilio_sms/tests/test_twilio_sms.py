@@ -174,6 +174,11 @@ def test_keywords(tmp_path, text, kind):
     assert result.body == '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
+def test_an_mms_reply_counts_its_media(tmp_path):
+    [fb] = channel(tmp_path).inbound(webhook(incoming("look", NumMedia="2", MediaUrl0="https://x/1"))).feedback
+    assert (fb.kind, fb.detail) == ("replied", {"text": "look", "media": 2})
+
+
 def test_help_is_answered_with_the_configured_text_in_twiml(tmp_path):
     result = channel(tmp_path, help_text="Shop & Co: reply STOP to opt out <3").inbound(webhook(incoming("help")))
     assert [f.kind for f in result.feedback] == ["help"]
