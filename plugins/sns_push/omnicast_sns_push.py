@@ -159,9 +159,9 @@ class SnsPush(Channel):
                 aps["thread-id"] = message.metadata["journey"]  # groups a journey's notifications
             return json.dumps({"aps": aps, **data}, ensure_ascii=False, separators=(",", ":"))
         priority = "high" if message.metadata.get("purpose") == "transactional" else "normal"
-        android: dict[str, Any] = {"priority": priority}
-        if s.sound:
-            android["notification"] = {"sound": s.sound}
+        # the message id as the notification's tag: a duplicate delivery replaces it in the drawer
+        notification = {"tag": message.message_id, **({"sound": s.sound} if s.sound else {})}
+        android: dict[str, Any] = {"priority": priority, "notification": notification}
         return json.dumps({"fcmV1Message": {"message": {"notification": alert, "data": data, "android": android}}},
                           ensure_ascii=False, separators=(",", ":"))
 

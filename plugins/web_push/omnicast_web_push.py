@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import threading
 from datetime import datetime
@@ -87,6 +88,12 @@ def parse_subscription(address: str) -> dict[str, Any]:
     return {"endpoint": sub["endpoint"], "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
 
 
+def topic(message_id: str) -> str:
+    """RFC 8030 Topic (32 base64url characters): a retry replaces the same message still waiting
+    at the push service instead of queueing a second copy."""
+    return base64.urlsafe_b64encode(hashlib.sha256(message_id.encode()).digest()).decode()[:32]
+
+
 def retry_after(value: str | None, now: datetime) -> float | None:
     """Retry-After as seconds (it may be a number of seconds or an HTTP date)."""
     if not value:
@@ -146,8 +153,9 @@ class WebPush(Channel):
     # ----------------------------------------------------------------- sending
     def payload(self, message: OutboundMessage) -> bytes:
         """What the service worker receives in ``event.data.json()``."""
+        # "tag": showNotification's tag, so a duplicate delivery replaces the shown notification
         body: dict[str, Any] = {"title": message.subject or "", "body": message.text,
-                                "message_id": message.message_id}
+                                "message_id": message.message_id, "tag": message.message_id}
         data = {k: str(message.metadata[k]) for k in DATA_KEYS if message.metadata.get(k)}
         if data:
             body["data"] = data
@@ -191,6 +199,7 @@ class WebPush(Channel):
         headers = vapid.sign({"aud": f"{endpoint.scheme}://{endpoint.netloc}",
                               "exp": int(now.timestamp()) + JWT_LIFETIME_SECONDS, "sub": s.vapid_subject})
         headers["Urgency"] = "high" if message.metadata.get("purpose") == "transactional" else s.urgency
+        headers["Topic"] = topic(message.message_id)
         try:
             response = WebPusher(subscription, requests_session=self.session).send(
                 data, headers, ttl=s.ttl_seconds, content_encoding="aes128gcm", timeout=s.timeout)

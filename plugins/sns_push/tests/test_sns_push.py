@@ -92,7 +92,7 @@ def test_fcm_v1_message_for_a_prefixed_token(aws, tmp_path):
     assert json.loads(message["GCM"]) == {"fcmV1Message": {"message": {
         "notification": {"title": "Still thinking?", "body": "Your cart misses you"},
         "data": {"message_id": "m_1", "journey": "abandoned_cart", "step": "remind"},
-        "android": {"priority": "high", "notification": {"sound": "default"}}}}}
+        "android": {"priority": "high", "notification": {"tag": "m_1", "sound": "default"}}}}}
 
 
 def test_bare_tokens_go_to_the_only_platform_or_by_shape(aws, tmp_path):

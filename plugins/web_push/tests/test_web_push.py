@@ -102,6 +102,7 @@ class PushService(BaseHTTPRequestHandler):
             assert self.headers["Content-Encoding"] == "aes128gcm"
             PushService.received.append({
                 "path": self.path, "claims": claims, "ttl": self.headers["TTL"], "urgency": self.headers["Urgency"],
+                "topic": self.headers["Topic"],
                 "payload": json.loads(decrypt_aes128gcm(body))})
             if status == 201:
                 headers = {"Location": f"/messages/{len(PushService.received)}", **headers}
@@ -151,7 +152,9 @@ def test_encrypted_signed_push_reaches_the_browser(service, tmp_path):
     [got] = PushService.received
     assert got["path"] == "/push/sub-1" and got["ttl"] == "172800" and got["urgency"] == "normal"
     assert got["claims"]["sub"] == "mailto:ops@shop.example"
+    assert got["topic"] == b64(hashlib.sha256(b"m_7").digest())[:32]
     assert got["payload"] == {"title": "Good news", "body": "Back in stock: the blue kettle", "message_id": "m_7",
+                              "tag": "m_7",
                               "data": {"journey": "back_in_stock", "step": "notify",
                                        "url": "https://shop.example/p/kettle"}}
 
