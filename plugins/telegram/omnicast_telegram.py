@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from chalicelib.plugin_api import (
     Channel,
@@ -66,9 +66,13 @@ MAX_CHARS = 4096
 CHAT_ID = re.compile(r"^(-?\d{1,20}|@[A-Za-z0-9_]{5,32})$")
 START_PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 START_PREFIX = "telegram/start/"
+SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class TelegramSettings(PluginSettings):
+    # a settings error must not echo what was given: it may be the token
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     bot_token: SecretStr  # from BotFather; part of every request path, never printed
     base_url: str = Field("https://api.telegram.org", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     webhook_secret: SecretStr | None = None  # setWebhook's secret_token; required for inbound
@@ -77,6 +81,14 @@ class TelegramSettings(PluginSettings):
     disable_link_preview: bool = False
     stop_reply: str | None = "You will get no more messages from us. Send /start to subscribe again."
     help_reply: str | None = "Send /stop to get no more messages from us, /start to get them again."
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_token_alphabet(cls, value: SecretStr | None) -> SecretStr | None:
+        # what setWebhook accepts as secret_token; the message never echoes the value
+        if value is not None and not SECRET_TOKEN.match(value.get_secret_value()):
+            raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
 
 
 class TelegramError(Exception):

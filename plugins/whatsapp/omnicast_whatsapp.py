@@ -47,7 +47,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from chalicelib.plugin_api import (
     Channel,
@@ -83,6 +83,9 @@ class WhatsAppTemplate(PluginSettings):
 
 
 class WhatsAppSettings(PluginSettings):
+    # a settings error must not echo what was given: it may be the token
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     access_token: SecretStr  # a system user's permanent token
     phone_number_id: str = Field(pattern=r"^\d{1,30}$")  # the business number's id, not the number
     app_secret: SecretStr | None = None  # signs webhooks (X-Hub-Signature-256); required for inbound POST
@@ -320,6 +323,8 @@ def _text_of(m: dict[str, Any]) -> str:
         return str(part.get("body") or "")
     if kind == "button":
         return str(part.get("text") or part.get("payload") or "")
+    if kind == "reaction":
+        return str(part.get("emoji") or "")
     if kind == "interactive":
         reply = part.get("button_reply") or part.get("list_reply") or {}
         return str(reply.get("title") or "") if isinstance(reply, dict) else ""

@@ -244,3 +244,10 @@ def test_the_secret_header_is_required(tmp_path, secret, reason):
 def test_malformed_updates_are_400_naming_the_field(tmp_path, body, answer):
     result = channel(tmp_path).inbound(request(body))
     assert (result.status_code, result.body, result.feedback) == (400, answer, [])
+
+
+def test_a_webhook_secret_telegram_would_refuse_is_a_settings_error():
+    with pytest.raises(ValidationError) as info:
+        TelegramSettings(bot_token=TOKEN, webhook_secret="has spaces and s3cr3t")
+    assert "webhook_secret must be 1-256 characters" in str(info.value)
+    assert "s3cr3t" not in str(info.value)

@@ -243,6 +243,9 @@ def feedback(kind, text, wamid="wamid.HBgNNDkxNTExMjM0NTY3OBUCABIYFjNFQjA", type
     ({"from": CUSTOMER, "id": "wamid.I", "timestamp": "1772445600", "type": "interactive",
       "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes please"}}},
      [feedback("replied", "Yes please", "wamid.I", "interactive")]),
+    ({"from": CUSTOMER, "id": "wamid.R", "timestamp": "1772445600", "type": "reaction",
+      "reaction": {"message_id": "wamid.OUT1", "emoji": "\U0001F60D"}},
+     [feedback("replied", "\U0001F60D", "wamid.R", "reaction")]),
     ({"from": CUSTOMER, "id": "wamid.P", "timestamp": "1772445600", "type": "image",
       "image": {"caption": "this one", "mime_type": "image/jpeg", "sha256": "x", "id": "1"}},
      [feedback("replied", "this one", "wamid.P", "image")]),
@@ -302,3 +305,12 @@ def test_malformed_bodies_are_400(tmp_path, body, answer):
                              received_at=NOW)
     result = channel(tmp_path).inbound(request)
     assert (result.status_code, result.body, result.feedback) == (400, answer, [])
+
+
+def test_settings_errors_do_not_echo_secrets():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        WhatsAppSettings(access_token=["EAAG-leaky-token"], phone_number_id="not digits")
+    assert "access_token" in str(info.value) and "phone_number_id" in str(info.value)
+    assert "EAAG-leaky-token" not in str(info.value)
