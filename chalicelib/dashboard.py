@@ -140,6 +140,7 @@ def _same_origin() -> bool:
 
 # --------------------------------------------------------------------------- routes
 @dashboard.route("/admin/dashboard", methods=["GET"])
+@answers_errors
 def page() -> Response:
     rt = get_runtime()
     try:
@@ -152,6 +153,7 @@ def page() -> Response:
 
 
 @dashboard.route("/admin/dashboard", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
+@answers_errors
 def sign_in() -> Response:
     if not _same_origin():
         return _html(render_login("cross-site sign-in refused"), status=403)
@@ -362,15 +364,17 @@ def dashboard_data(rt: Any) -> dict[str, Any]:
     lift: list[dict[str, Any]] = []
     overall, _ = measures.attempt("lift")
     by_journey, _ = measures.attempt("lift_by_journey")
-    for raw in ([overall] if isinstance(overall, dict) else list(overall or [])) + list(by_journey or []):
+    journey_items = list(by_journey or [])
+    for raw in ([overall] if isinstance(overall, dict) else list(overall or [])) + journey_items:
         item = lift_item(raw, confidence) if isinstance(raw, dict) else None
         # a comparison without treated or control units has no estimate, only the prior's full range
         if item is None or item["treated_units"] == 0 or item["control_units"] == 0:
             continue
-        # one journey with a holdout is the whole of marketing: show it once
+        # a single journey with a holdout is the whole of marketing: show it once
         same = ("value", "low", "high", "treated_units", "control_units")
-        if not any(all(item[k] == seen[k] for k in same) for seen in lift):
-            lift.append(item)
+        if len(journey_items) == 1 and lift and all(item[k] == lift[0][k] for k in same):
+            continue
+        lift.append(item)
 
     experiments: list[dict[str, Any]] = []
     for row in kpis.get("variant", []):

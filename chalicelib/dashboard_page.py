@@ -91,7 +91,8 @@ def funnel_svg(stages: list[dict[str, Any]]) -> str:
             f'<text x="{label_w + w + 6:.1f}" y="{y + 17}" class="value">{esc(fmt(s["count"], "count"))}</text>'
         )
     h = len(stages) * (bar_h + gap)
-    return (f'<svg class="chart" viewBox="0 0 {width} {h}" role="img" aria-label="Funnel from sent to converted">'
+    return (f'<svg class="chart" width="{width}" height="{h}" viewBox="0 0 {width} {h}" role="img" '
+            'aria-label="Funnel from sent to converted">'
             f'{"".join(parts)}</svg>')
 
 
@@ -164,7 +165,8 @@ def series_svg(rows: list[dict[str, Any]], currency: str) -> str:
               f'<line x1="{left + 120}" y1="{height - 9}" x2="{left + 134}" y2="{height - 9}" '
               f'stroke="{PALETTE[1]}" stroke-width="2"/>'
               f'<text x="{left + 138}" y="{height - 5}" class="axis">attributed revenue ({esc(currency)})</text>')
-    return (f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="Messages sent and revenue '
+    return (f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="Messages sent and revenue '
             f'over time">{"".join(parts)}{legend}</svg>')
 
 
@@ -212,8 +214,8 @@ def lift_row(item: dict[str, Any], lo: float, hi: float) -> str:
     return (
         f'<div class="lift" data-name="{esc(item["name"])}" data-value="{esc(item["value"])}" '
         f'data-low="{esc(item["low"])}" data-high="{esc(item["high"])}">'
-        f'<div class="liftname">{esc(item["name"])}</div>{svg}'
-        f'<div class="lifttext">{esc(item["text"])}</div>{counts}</div>'
+        f'<div class="liftname">{esc(item["name"])}</div><div class="lifttext">{esc(item["text"])}</div>'
+        f'{svg}{counts}</div>'
     )
 
 
@@ -257,7 +259,8 @@ def mix_section(d: dict[str, Any]) -> str:
         f'{cell(m["romi"], "romi", "romi")}</tr>'
         for i, m in enumerate(mix)
     )
-    return (f'<section id="mix"><h2>Channel mix</h2><svg class="chart" viewBox="0 0 {width} 22" role="img" '
+    return (f'<section id="mix"><h2>Channel mix</h2><svg class="chart" width="{width}" height="22" '
+            f'viewBox="0 0 {width} 22" role="img" '
             f'aria-label="Share of messages per channel">{"".join(parts)}</svg>'
             '<table class="kpis"><thead><tr><th>channel</th><th>sent</th><th>share</th><th>revenue</th>'
             f'<th>cost</th><th>ROMI</th></tr></thead><tbody>{rows}</tbody></table></section>')
@@ -323,7 +326,7 @@ th, td { padding:4px 8px; border-bottom:1px solid var(--line); text-align:left; 
 thead th { color:var(--muted); font-weight:500; font-size:12px; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
 tbody th { font-weight:500; max-width:320px; overflow:hidden; text-overflow:ellipsis; }
-.chart { width:100%; height:auto; display:block; }
+.chart { max-width:100%; height:auto; display:block; }
 .axis { font-size:11px; fill:var(--muted); }
 .value { font-size:12px; fill:var(--ink); }
 .grid { stroke:#aab3c2; stroke-width:1; }

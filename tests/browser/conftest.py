@@ -36,6 +36,17 @@ CHROMEDRIVER = os.environ.get("OMNICAST_CHROMEDRIVER", "/usr/bin/chromedriver")
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">&amp;"q"'
 CUSTOMERS = 40
+AB_JOURNEY = """
+name: subject_test
+description: An A/B test of two welcome e-mails, for the experiments section.
+trigger: {event: identify, condition: {trait: email, op: exists}}
+reentry: once
+steps:
+  - {id: ab, type: split, variants: {control: 50, tips_first: 50}, goto: {tips_first: send_tips}}
+  - {id: send_welcome, type: send, channel: email, template: welcome, then: done}
+  - {id: send_tips, type: send, channel: email, template: welcome_tips}
+  - {id: done, type: exit}
+"""
 
 
 @dataclass
@@ -74,15 +85,15 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the tests read the redirect itself
 
 
-def _tracking_urls(catcher: SmtpCatcher, public_url: str) -> dict[str, tuple[str | None, list[str]]]:
-    """recipient -> (open pixel URL, click URLs) from the HTML parts received so far."""
-    out: dict[str, tuple[str | None, list[str]]] = {}
+def _tracking_urls(catcher: SmtpCatcher, public_url: str) -> list[tuple[str, str | None, list[str]]]:
+    """(recipient, open pixel URL, click URLs) of every HTML e-mail received so far."""
+    out = []
     for _, rcpts, msg in catcher.messages:
         html = msg.get_body(preferencelist=("html",))
         text = html.get_content() if html is not None else ""
         pixel = re.search(re.escape(public_url) + r"/t/o/[A-Za-z0-9_.\-]+", text)
         clicks = re.findall(re.escape(public_url) + r"/t/c/[A-Za-z0-9_.\-]+", text)
-        out[rcpts[0]] = (pixel.group(0) if pixel else None, clicks)
+        out.append((rcpts[0], pixel.group(0) if pixel else None, clicks))
     return out
 
 
@@ -90,6 +101,10 @@ def seed_shop(shop: Shop, catcher: SmtpCatcher) -> dict[str, Any]:
     """Two days of a small shop: sign-ups (welcome e-mail), human opens and clicks, a
     scanner's HEAD request, orders by treated and holdout customers alike."""
     rt = shop.runtime
+    status, _, raw = shop.request("/admin/journeys/subject_test", method="PUT", body=AB_JOURNEY.encode(),
+                                  headers={"Authorization": f"Bearer {shop.admin_key}",
+                                           "Content-Type": "application/yaml"})
+    assert status == 200, raw
     for day in range(2):
         batch = [{"type": "identify", "userId": f"u{day}-{i}", "messageId": f"id-{day}-{i}",
                   "timestamp": shop.clock.now().isoformat(),
@@ -98,7 +113,7 @@ def seed_shop(shop: Shop, catcher: SmtpCatcher) -> dict[str, Any]:
         shop.segment("batch", {"batch": batch})
         rt.drain()
         shop.clock.advance(timedelta(minutes=30))  # people read later than a link scanner does
-        for rcpt, (pixel, clicks) in sorted(_tracking_urls(catcher, shop.url).items()):
+        for rcpt, pixel, clicks in _tracking_urls(catcher, shop.url):
             if not rcpt.startswith(f"c{day}-"):
                 continue
             i = int(rcpt.split("-")[1].split("@")[0])

@@ -135,9 +135,9 @@ def test_a_kpi_row_in_the_page_equals_the_json(browser, signed_in):
 
     from chalicelib.dashboard_page import KPI_COLUMNS
 
-    welcome = next(r for r in signed_in["kpis"]["journey"] if r["name"] == "welcome")
-    assert welcome["sent"] > 0 and welcome["clicked"] > 0 and welcome["revenue"] > 0
-    row = browser.find_element(By.CSS_SELECTOR, '#kpis-journey tr[data-key="welcome"]')
+    welcome = max(signed_in["kpis"]["journey"], key=lambda r: r["revenue"])  # the row with the most in it
+    assert welcome["sent"] > 0 and welcome["clicked"] > 0 and welcome["revenue"] > 0 and welcome["ctr"] > 0
+    row = browser.find_element(By.CSS_SELECTOR, f'#kpis-journey tr[data-key="{welcome["name"]}"]')
     cells = _cells(row)
     assert set(cells) == {f for f, _, _ in KPI_COLUMNS}
     for field, _, kind in KPI_COLUMNS:
@@ -163,6 +163,24 @@ def test_lift_text_in_the_page_equals_the_json(browser, signed_in):
         assert numbers == [round(item["value"] * 100, 1), round(item["low"] * 100, 1), round(item["high"] * 100, 1)]
         assert f"{item['confidence']:.0%} CI" in text
         assert item["low"] <= item["value"] <= item["high"]
+
+
+def test_the_experiment_in_the_page_equals_the_json(browser, signed_in):
+    from selenium.webdriver.common.by import By
+
+    (experiment,) = signed_in["experiments"]
+    assert experiment["journey"] == "subject_test" and experiment["control"] == "control"
+    block = browser.find_element(By.CSS_SELECTOR, '#experiments .experiment[data-journey="subject_test"]')
+    rows = block.find_elements(By.CSS_SELECTOR, "tr[data-key]")
+    assert [r.get_attribute("data-key") for r in rows] == [v["variant"] for v in experiment["variants"]]
+    for row, variant in zip(rows, experiment["variants"], strict=True):
+        cells = _cells(row)
+        assert _as_number(cells["units"][0]) == variant["units"] > 0
+        assert cells["rate"][1] == fmt(variant["rate"], "percent")
+        assert row.find_element(By.CSS_SELECTOR, "td.text").text == (variant["text"] or "—")
+        assert cells["probability_to_beat_control"][1] == fmt(variant["probability_to_beat_control"], "percent")
+    challenger = next(v for v in experiment["variants"] if not v["control"])
+    assert challenger["text"] and challenger["low"] <= challenger["difference"] <= challenger["high"]
 
 
 def test_names_from_users_are_printed_as_text(browser, signed_in):
