@@ -198,7 +198,8 @@ class InboundService:
             link = self._link_target(fb)
             profile_id = link.get("profile_id")
         else:
-            profile_id = entry.profile_id if entry is not None else self.profile_for(fb.channel, fb.address)
+            profile_id = (self.identity.canonical(entry.profile_id) if entry is not None
+                          else self.profile_for(fb.channel, fb.address))
         properties: dict[str, Any] = {
             **{k: v for k, v in fb.detail.items() if k != "token"},  # a link token is a credential
             "channel": fb.channel,
