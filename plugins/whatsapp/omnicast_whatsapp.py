@@ -62,6 +62,7 @@ from chalicelib.plugin_api import (
 )
 
 WINDOW = timedelta(hours=24)
+MAX_TEXT = 4096  # a text message body's limit
 WA_NUMBER = re.compile(r"^\+?(\d{5,15})$")
 LAST_INBOUND = "whatsapp/last_inbound/"
 RETRYABLE_CODES = {1, 2, 4, 17, 80007, 130429, 131000, 131016, 131048, 131056, 133004}
@@ -102,7 +103,7 @@ class WhatsAppChannel(Channel):
     name = "whatsapp"
     channel = "messenger"
     title = "WhatsApp Cloud API"
-    max_body_chars = 4096
+    max_body_chars = MAX_TEXT
     batch_size = 1
     rate_per_second = 80.0  # the Cloud API's default throughput per business number
     Settings: ClassVar[type[PluginSettings]] = WhatsAppSettings
@@ -122,6 +123,9 @@ class WhatsAppChannel(Channel):
         if last is not None and now - last < WINDOW:
             if not message.text.strip():
                 return SendResult.failed("text is empty", retryable=False)
+            if len(message.text) > MAX_TEXT:
+                return SendResult.failed(f"text is {len(message.text)} characters; WhatsApp allows {MAX_TEXT}",
+                                         retryable=False)
             status, answer, retry = self._post({
                 "messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
                 "text": {"preview_url": bool(URL.search(message.text)), "body": message.text}})
@@ -140,6 +144,8 @@ class WhatsAppChannel(Channel):
         except (IndexError, ValueError, AttributeError) as exc:
             return SendResult.failed(f"template {template.name} has a malformed body parameter: {exc}",
                                      retryable=False)
+        if any(not p for p in parameters):
+            return SendResult.failed(f"template {template.name} would get an empty body parameter", retryable=False)
         body: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
         if parameters:
             body["components"] = [{"type": "body", "parameters": [{"type": "text", "text": p} for p in parameters]}]

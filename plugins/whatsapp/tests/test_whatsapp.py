@@ -114,6 +114,12 @@ def test_a_last_inbound_hint_from_the_core_counts(api, tmp_path):
     assert api.sent[-1]["type"] == "template"
     assert channel(tmp_path, api.url).send(msg(last_inbound_at="yesterday")).ok  # a bad hint is no hint
     assert api.sent[-1]["type"] == "template"
+    sent = len(api.sent)
+    long = channel(tmp_path, api.url).send(msg(text="x" * 4097, last_inbound_at=hint))
+    assert (long.ok, long.retryable, long.error) == (False, False, "text is 4097 characters; WhatsApp allows 4096")
+    empty = channel(tmp_path, api.url).send(msg(text="\n", first_name=""))
+    assert empty.error == "template cart_reminder would get an empty body parameter"
+    assert len(api.sent) == sent  # neither left
 
 
 def test_re_engagement_required_falls_back_to_the_template(api, tmp_path):
