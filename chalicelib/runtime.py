@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, load_settings
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
     from chalicelib.services.measurement import Measurement
+    from chalicelib.services.scoring import ScoringService
     from chalicelib.services.segments import SegmentService
     from chalicelib.services.send import SendService
     from chalicelib.services.tracking import Tracking
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("omnicast.runtime")
 SEND_QUEUE = "send"
-QUEUES = (INGEST_QUEUE, SEND_QUEUE)
+SCORING_QUEUE = "scoring"  # shards of a scoring run (chalicelib.services.scoring)
+QUEUES = (INGEST_QUEUE, SEND_QUEUE, SCORING_QUEUE)
 
 
 def build_stores(settings: Settings) -> Stores:
@@ -121,8 +124,18 @@ class Runtime:
         from chalicelib.services.segments import SegmentService
 
         return SegmentService(
-            self.stores.profiles, self.stores.events, self.stores.blobs, self.clock, on_change=self.journeys.on_segment
+            self.stores.profiles, self.stores.events, self.stores.blobs, self.clock, on_change=self.journeys.on_segment,
+            scores=cast("Callable[[str], dict[str, float]]", self.scoring.facts),
         )
+
+    @cached_property
+    def scoring(self) -> ScoringService:
+        from chalicelib.services.scoring import ScoringService
+
+        service = ScoringService(self.settings, self.stores, self.host, self.clock)
+        if self.settings.runtime == "local":  # on AWS, EventBridge schedules run training and scoring
+            service.schedule(self.stores.journeys)
+        return service
 
     @cached_property
     def catalog(self) -> CatalogService | None:
@@ -254,6 +267,8 @@ class Runtime:
             return self.processor.handle(body)
         if queue == SEND_QUEUE:
             return self.sender.handle(body)
+        if queue == SCORING_QUEUE:
+            return self.scoring.handle(body)
         raise ValueError(f"unknown queue {queue!r}")
 
     def work(self, queue: str, max_messages: int = 10) -> int:
@@ -289,6 +304,8 @@ class Runtime:
                 self.journeys.resume(timer.payload)
             elif kind == "send":
                 self.sender.handle_timer(timer.payload)
+            elif kind in ("models_score", "models_train"):
+                self.scoring.on_timer(timer.payload, self.stores.journeys)
             elif kind == "journey_broadcast":
                 members = self.segments.members(timer.payload["segment"]) if timer.payload.get("segment") else []
                 self.authoring.broadcast(timer.payload["journey"], members)

@@ -37,11 +37,13 @@ from chalicelib.config import Settings
 from chalicelib.errors import BadRequest, ConfigError, NotFound
 from chalicelib.plugin_api import Artifact, FeatureTable, Model, ModelError
 from chalicelib.plugin_host import PluginHost, plugin_settings
-from chalicelib.ports import ActivityReader, Stores
+from chalicelib.ports import ActivityReader, JourneyStore, Stores, Timer
 
 log = logging.getLogger("omnicast.scoring")
 SCORING_QUEUE = "scoring"
 SHARD_SIZE = 1000
+SCORE_HOUR_UTC = 2  # daily scoring at 02:00 UTC, training on Sundays at 01:00 UTC
+TRAIN_WEEKDAY, TRAIN_HOUR_UTC = 6, 1
 DEFAULT_HORIZON_DAYS = 90.0
 Progress = Callable[[str], None]
 
@@ -276,6 +278,8 @@ class ScoringService:
             raise BadRequest("shard_size must be at least 1", field="shard_size")
         at = self.as_of(as_of)
         versions = self.versions()
+        if not versions:
+            return []
         ids = self._profile_ids()
         return [
             {"kind": "score_shard", "as_of": iso(at), "versions": versions, "shard": i // shard_size,
@@ -351,6 +355,45 @@ class ScoringService:
         if self.stores.scores is None:
             raise ConfigError("this adapter set has no score store")
         return self.stores.scores
+
+    # ------------------------------------------------------------------ local schedule
+    def schedule(self, journeys: JourneyStore, *, force: bool = False) -> bool:
+        """Keep the local runner's timers: scoring daily, training weekly (each fires once and
+        sets the next). Only once a model was trained (or with ``force``: ``omnicast serve``),
+        so a shop that never asked for models runs no background training. On AWS the
+        EventBridge schedules in ``app.py`` do this instead."""
+        if not force and not any(self.current_version(c.name) for c in self.enabled().values()):
+            return False
+        now = self.clock.now()
+        for kind, due in (("models_score", self._next_score(now)), ("models_train", self._next_train(now))):
+            journeys.schedule(Timer(f"{kind}-{due:%Y%m%dT%H}", due, {"kind": kind}))
+        return True
+
+    @staticmethod
+    def _next_score(now: datetime) -> datetime:
+        due = now.replace(hour=SCORE_HOUR_UTC, minute=0, second=0, microsecond=0)
+        return due if due > now else due + timedelta(days=1)
+
+    @staticmethod
+    def _next_train(now: datetime) -> datetime:
+        due = now.replace(hour=TRAIN_HOUR_UTC, minute=0, second=0, microsecond=0)
+        due += timedelta(days=(TRAIN_WEEKDAY - due.weekday()) % 7)
+        return due if due > now else due + timedelta(days=7)
+
+    def on_timer(self, payload: dict[str, Any], journeys: JourneyStore) -> None:
+        """A local schedule timer fired: train or fan a scoring run out, then set the next one.
+        A failure is logged and the schedule goes on (a broken model must not stop journeys)."""
+        kind = payload.get("kind")
+        now = self.clock.now()
+        try:
+            if kind == "models_train":
+                self.train()
+            else:
+                self.enqueue()
+        except Exception:
+            log.exception("scheduled %s failed", kind)
+        due = self._next_train(now) if kind == "models_train" else self._next_score(now)
+        journeys.schedule(Timer(f"{kind}-{due:%Y%m%dT%H}", due, {"kind": str(kind)}))
 
     # ------------------------------------------------------------------ reading
     def for_profile(self, profile_id: str) -> list[dict[str, Any]]:
