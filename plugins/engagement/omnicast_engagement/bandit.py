@@ -99,10 +99,11 @@ class _BanditBase(ExplicitArtifact, BaseEstimator):
         self.n_choices_ += 1
         return self.arms[arm]
 
-    def _check_stop(self, draws: np.ndarray) -> None:
-        """``draws``: (n_samples, n_arms) posterior draws of each arm's mean reward."""
+    def _check_stop(self, posterior_draws: Any) -> None:
+        """``posterior_draws()``: (n_samples, n_arms) posterior draws of each arm's mean reward."""
         if self.winner_ is not None or min(self.pulls_) < int(self.min_samples):
             return
+        draws = posterior_draws()
         best = np.argmax(draws, axis=1)
         p_best = np.bincount(best, minlength=len(self.arms)) / len(draws)
         leader = int(np.argmax(p_best))
@@ -199,7 +200,7 @@ class ThompsonBandit(_BanditBase):
         self.failures_[i] += 1.0 - r
         self.pulls_[i] += 1
         self.n_updates_ += 1
-        self._check_stop(self._draws(self._rng(3), int(self.n_samples)))
+        self._check_stop(lambda: self._draws(self._rng(3), int(self.n_samples)))
 
     def probability_best(self, context: Any = None) -> dict[str, float]:
         """Posterior probability that each arm has the highest conversion rate."""
@@ -327,7 +328,7 @@ class LinearThompsonBandit(_BanditBase):
         self.context_sum_ += x
         self.pulls_[i] += 1
         self.n_updates_ += 1
-        self._check_stop(self._draws(self._rng(3), self.context_sum_ / self.n_updates_, int(self.n_samples)))
+        self._check_stop(lambda: self._draws(self._rng(3), self.context_sum_ / self.n_updates_, int(self.n_samples)))
 
     def probability_best(self, context: Any = None) -> dict[str, float]:
         self._init_state()
