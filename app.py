@@ -135,3 +135,23 @@ def segment_sweep(event: Any) -> dict[str, int]:
 def feeds_publish(event: Any) -> dict[str, Any]:
     # retargeting feeds: every segment's hashed audiences with deltas, and the product feeds
     return get_runtime().feeds.publish()
+
+
+@app.on_sqs_message(queue=QUEUE_PREFIX + "scoring", batch_size=1)
+def scoring_worker(event: Any) -> None:
+    # one shard of customers of a scoring run; a redelivered shard changes nothing
+    for record in event:
+        get_runtime().handle_message("scoring", json.loads(record.body))
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS))
+def model_scoring(event: Any) -> dict[str, int]:
+    # fan the day's scoring run out over the scoring queue, one message per shard
+    return {"shards": get_runtime().scoring.enqueue()}
+
+
+@app.schedule(Rate(7, unit=Rate.DAYS))
+def model_training(event: Any) -> dict[str, Any]:
+    # retrain every enabled model on a time-based split; each writes a versioned artifact + card
+    cards = get_runtime().scoring.train()
+    return {"trained": {c["name"]: c["version"] for c in cards}}
