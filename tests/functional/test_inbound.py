@@ -8,6 +8,7 @@ kinds SMS does not produce: dead tokens, complaints, chat links, replies from a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import importlib.util
@@ -15,6 +16,7 @@ import json
 import re
 import sys
 import types
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,10 +101,31 @@ def relay_plugin() -> types.ModuleType:
     return module
 
 
+@contextlib.contextmanager
+def adapter_set(kind: str, monkeypatch) -> Iterator[Any]:
+    if kind == "local":
+        yield local_stores(None)
+        return
+    from moto import mock_aws
+
+    from chalicelib.adapters.aws import AwsClients, aws_stores, create_resources
+    from chalicelib.config import AwsSettings
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws = AwsSettings(table="inbound", bucket="inbound-bucket", queue_prefix="inbound-", ssm_prefix="/inbound/")
+    with mock_aws():
+        clients = AwsClients(aws)
+        create_resources(aws, ("ingest", "send"), clients)
+        yield aws_stores(aws, clients)
+
+
 @pytest.fixture
-def stack(tmp_path, clock, smtp_server):
-    """The app over a local runtime: SMS through Twilio (loopback), push and chat through the relay."""
-    with twilio_server.twilio_api() as twilio:
+def stack(request, tmp_path, clock, smtp_server, monkeypatch):
+    """The app over a runtime (SQLite, or DynamoDB/SQS/S3/SSM under moto with ``indirect`` "aws"):
+    SMS through Twilio (loopback), push and chat through the relay."""
+    with twilio_server.twilio_api() as twilio, adapter_set(getattr(request, "param", "local"), monkeypatch) as stores:
         settings = load_settings({}, overrides={
             "data_dir": str(tmp_path / "data"),
             "channels": {"email": "smtp", "sms": "twilio_sms", "push": "relay_push", "messenger": "relay_messenger"},
@@ -115,7 +138,7 @@ def stack(tmp_path, clock, smtp_server):
             "journeys": {"disabled": sorted(LIBRARY_YAML)},
         })
         host = PluginHost(settings.plugins).load(extra=[("relay", relay_plugin())])
-        runtime = Runtime(settings, stores=local_stores(None), clock=clock, host=host)
+        runtime = Runtime(settings, stores=stores, clock=clock, host=host)
         runtime.authoring.save_template("sms_tip", {"subject": "Tip", "text": "Hi {{ profile.first_name }}: a tip"})
         runtime.authoring.save_journey(SMS_JOURNEY)
         runtime.authoring.save_journey(PUSH_JOURNEY)
@@ -192,6 +215,23 @@ def test_stop_by_sms_withdraws_consent_and_the_next_sms_step_is_suppressed(stack
     second = next(e for e in stack.runtime.stores.ledger.all() if e.step == "second_tip")
     assert second.status == "skipped" and second.reason == "skipped: unsubscribed from sms marketing"
     assert len(stack.twilio.received) == 1  # nothing more went to Twilio
+
+
+@pytest.mark.parametrize("stack", ["aws"], indirect=True)
+def test_on_the_aws_adapters_a_receipt_finds_its_message_and_stop_is_honoured(stack):
+    pid = customer(stack, phone=PHONE, consent={"sms": "subscribed"})
+    emit(stack.runtime, "track", userId="u1", event="Tips Requested")
+    entry = next(e for e in stack.runtime.stores.ledger.all() if e.step == "first_tip")
+    assert entry.status == "sent" and [m["To"] for m in stack.twilio.received] == [PHONE]
+    assert twilio_post(stack, sms_status(entry.provider_message_id, "delivered")).status_code == 200
+    assert stack.runtime.stores.ledger.get(entry.key).detail["delivery"] == "delivered"
+    assert twilio_post(stack, sms_in("STOP")).status_code == 200
+    assert twilio_post(stack, sms_in("STOP")).status_code == 200  # redelivered
+    assert consent(stack, pid, "sms") == "opted_out" and len(events(stack, "twilio_sms")) == 2
+    stack.clock.advance(timedelta(hours=24, minutes=1))
+    stack.runtime.drain()
+    second = next(e for e in stack.runtime.stores.ledger.all() if e.step == "second_tip")
+    assert second.status == "skipped" and len(stack.twilio.received) == 1
 
 
 def test_delivery_receipts_are_recorded_on_the_ledger_entry_and_keep_it_sent(stack):
