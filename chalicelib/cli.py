@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("serve runs the embedded default; set OMNICAST_RUNTIME=local (or pass --allow-aws)", file=sys.stderr)
         return 2
     runtime = Runtime(settings)
+    runtime.scoring.schedule(runtime.stores.journeys, force=True)  # weekly training, daily scoring
     stack = LocalStack(runtime, host=args.host, port=args.port).start()
     print(f"Omnicast serving on {stack.url} (data in {settings.data_dir.resolve()}); Ctrl-C stops", flush=True)
     done = threading.Event()
@@ -234,6 +235,55 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    rt = _runtime(args)
+    scoring = rt.scoring
+    if args.action == "list":
+        for kind, cls in scoring.enabled().items():
+            version = scoring.current_version(cls.name) or "not trained"
+            print(f"{kind:<16} {cls.name:<16} {version}")
+    elif args.action == "train":
+        names = args.names or [c.name for c in scoring.enabled().values()]
+        with tqdm(total=1 + 4 * len(names), desc="training", unit=" steps", file=sys.stderr,
+                  disable=args.quiet) as bar:
+            def step(message: str) -> None:
+                bar.set_postfix_str(message)
+                bar.update(1)
+
+            cards = scoring.train(names, progress=step)
+        for card in cards:
+            print(f"{card['name']} {card['version']} ({card['method']}): " + _headline(card["metrics"]))
+        return 0 if len(cards) == len(names) else 1
+    elif args.action == "score":
+        total = sum(len(s["profile_ids"]) for s in scoring.shards(shard_size=args.shard_size))
+        with tqdm(total=total, desc="scoring", unit=" customers", file=sys.stderr, disable=args.quiet) as bar:
+            report = scoring.run(shard_size=args.shard_size, progress=bar.update)
+        print(json.dumps(report.as_dict()))
+    else:
+        if not args.names:
+            raise BadRequest("card needs a model name", field="name")
+        card = scoring.card(args.names[0], args.version)
+        if args.json:
+            print(json.dumps(card, indent=2))
+        else:
+            from chalicelib.services.scoring import card_markdown
+
+            print(card_markdown(card))
+    return 0
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    if "auc" in metrics:
+        return f"holdout AUC {metrics['auc']}, Brier {metrics['brier']} (base rate {metrics['brier_baseline']})"
+    if "spend" in metrics:
+        return f"holdout spend MAE {metrics['spend'].get('mae')} (naive {metrics['spend_naive_baseline'].get('mae')})"
+    if "segments" in metrics:
+        return f"{len(metrics['segments'])} segments"
+    return ", ".join(f"{k} {v}" for k, v in metrics.items() if not isinstance(v, dict | list)) or "no holdout"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from chalicelib.demo import run_demo
 
@@ -318,6 +368,15 @@ def parser() -> argparse.ArgumentParser:
     sp = add("erase", "forget a customer (GDPR erasure): identifiers unlinked, personal data removed")
     sp.add_argument("profile_id")
     sp.set_defaults(func=cmd_erase)
+
+    sp = add("models", "train models (time-based split, model cards), score customers, show a model card")
+    sp.add_argument("action", choices=["list", "train", "score", "card"])
+    sp.add_argument("names", nargs="*", help="model plugin names (train: default every enabled one; card: one)")
+    sp.add_argument("--shard-size", type=int, default=5000, help="customers per shard (score)")
+    sp.add_argument("--version", help="a model version (card; default the current one)")
+    sp.add_argument("--json", action="store_true", help="the card as JSON")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_models)
 
     sp = add("demo", "simulate a shop's quarter through the local stack and report what happened")
     sp.add_argument("--customers", type=int, default=400)

@@ -142,45 +142,55 @@ class ScoringService:
         buyers = latest.rows(latest.column("orders") > 0)
         cards = []
         for cls in classes:
-            model = self._new(cls)
-            horizon = float(getattr(model.settings, "horizon_days", DEFAULT_HORIZON_DAYS))
-            minimum = int(getattr(model.settings, "min_customers", cls.min_customers))
-            step(f"{cls.name}: features")
-            train_at, holdout_at = now - timedelta(days=2 * horizon), now - timedelta(days=horizon)
-            train = features.training_set(activity, ids, train_at, horizon)
-            holdout = features.training_set(activity, ids, holdout_at, horizon)
-            started = time.perf_counter()
-            notes: list[str] = []
-            step(f"{cls.name}: fit")
-            if len(buyers) < minimum:
-                model.use_heuristic(f"heuristic: {len(buyers)} customers < {minimum}", buyers)
+            try:
+                cards.append(self._train_one(cls, activity, ids, buyers, now, step))
+            except Exception:  # one broken plugin must not stop the others' training
+                log.exception("training %s failed", cls.name)
+        return cards
+
+    def _train_one(self, cls: type[Model], activity: Any, ids: list[str], buyers: FeatureTable, now: datetime,
+                   step: Progress) -> dict[str, Any]:
+        from chalicelib import features
+
+        model = self._new(cls)
+        horizon = float(getattr(model.settings, "horizon_days", DEFAULT_HORIZON_DAYS))
+        minimum = int(getattr(model.settings, "min_customers", cls.min_customers))
+        step(f"{cls.name}: features")
+        train_at, holdout_at = now - timedelta(days=2 * horizon), now - timedelta(days=horizon)
+        train = features.training_set(activity, ids, train_at, horizon)
+        holdout = features.training_set(activity, ids, holdout_at, horizon)
+        started = time.perf_counter()
+        notes: list[str] = []
+        step(f"{cls.name}: fit")
+        if len(buyers) < minimum:
+            model.use_heuristic(f"heuristic: {len(buyers)} customers < {minimum}", buyers)
+            step(f"{cls.name}: evaluate")
+            metrics = model.evaluate(holdout) if len(holdout.features) else {}
+            deployed = model
+        else:
+            try:
+                model.fit(train)
+                step(f"{cls.name}: evaluate")
+                metrics = model.evaluate(holdout)
+                deployed = self._new(cls).fit(holdout)
+                notes.append(
+                    f"evaluated: fitted as of {iso(train_at)}, scored on the holdout as of {iso(holdout_at)}; "
+                    f"deployed: refitted as of {iso(holdout_at)} with outcomes up to {iso(now)}"
+                )
+            except (ModelError, ValueError) as exc:
+                reason = f"heuristic: model could not be fitted ({exc})"
+                model = self._new(cls)
+                model.use_heuristic(reason, buyers)
                 metrics = model.evaluate(holdout) if len(holdout.features) else {}
                 deployed = model
-            else:
-                try:
-                    model.fit(train)
-                    step(f"{cls.name}: evaluate")
-                    metrics = model.evaluate(holdout)
-                    deployed = self._new(cls).fit(holdout)
-                    notes.append(
-                        f"evaluated: fitted as of {iso(train_at)}, scored on the holdout as of {iso(holdout_at)}; "
-                        f"deployed: refitted as of {iso(holdout_at)} with outcomes up to {iso(now)}"
-                    )
-                except (ModelError, ValueError) as exc:
-                    reason = f"heuristic: model could not be fitted ({exc})"
-                    model = self._new(cls)
-                    model.use_heuristic(reason, buyers)
-                    metrics = model.evaluate(holdout) if len(holdout.features) else {}
-                    deployed = model
-            step(f"{cls.name}: save")
-            card = self._save(deployed, now, horizon, metrics, notes, {
-                "train": {"as_of": iso(train_at), "customers": len(train.features)},
-                "holdout": {"as_of": iso(holdout_at), "customers": len(holdout.features)},
-                "customers_now": len(buyers),
-                "fit_seconds": round(time.perf_counter() - started, 3),
-            })
-            cards.append(card)
-        return cards
+        step(f"{cls.name}: save")
+        card = self._save(deployed, now, horizon, metrics, notes, {
+            "train": {"as_of": iso(train_at), "customers": len(train.features)},
+            "holdout": {"as_of": iso(holdout_at), "customers": len(holdout.features)},
+            "customers_now": len(buyers),
+            "fit_seconds": round(time.perf_counter() - started, 3),
+        })
+        return card
 
     def _save(self, model: Model, now: datetime, horizon: float, metrics: dict[str, Any], notes: list[str],
               data: dict[str, Any]) -> dict[str, Any]:
@@ -341,7 +351,11 @@ class ScoringService:
         buyers = table.rows(table.column("orders") > 0)
         written = 0
         for name, version in versions.items():
-            model = self.load(name, version)
+            try:
+                model = self.load(name, version)
+            except (ModelError, NotFound) as exc:
+                log.error("model %s %s not scored: %s", name, version, exc)
+                continue
             batch = [s.as_dict() for s in model.score(self._table_for(model, table, buyers))]
             written += self._store().put_many(batch)
         return len(buyers), written
