@@ -49,6 +49,25 @@ def decisions(profile_id: str) -> dict[str, Any]:
     return {"profile_id": profile_id, "decisions": _runtime().admin.decisions(profile_id)}
 
 
+@admin.route("/admin/profiles/{profile_id}/scores", methods=["GET"])
+@answers_errors
+def profile_scores(profile_id: str) -> dict[str, Any]:
+    # each score with its model, version, as_of and the features that weighed most for this customer
+    return _runtime().scoring.profile_scores(profile_id)  # type: ignore[no-any-return]
+
+
+@admin.route("/admin/models", methods=["GET"])
+@answers_errors
+def models() -> dict[str, Any]:
+    return _runtime().scoring.describe()  # type: ignore[no-any-return]
+
+
+@admin.route("/admin/models/{name}", methods=["GET"])
+@answers_errors
+def model_card(name: str) -> dict[str, Any]:
+    return _runtime().scoring.card(name, http.query("version", "") or None)  # type: ignore[no-any-return]
+
+
 @admin.route("/admin/profiles/{profile_id}", methods=["DELETE"])
 @answers_errors
 def erase_profile(profile_id: str) -> dict[str, Any]:

@@ -366,6 +366,14 @@ class ScoreStore(Protocol):
         nothing. Markers may expire after 30 days."""
         ...
 
+    def release_run(self, key: str) -> None:
+        """Forget a claimed unit that failed, so that its retry runs it."""
+        ...
+
+    def forget(self, profile_id: str) -> None:
+        """Delete every score of a profile (erasure)."""
+        ...
+
     def count(self, kind: str | None = None) -> int:
         """How many current scores are stored (of one kind, or all)."""
         ...

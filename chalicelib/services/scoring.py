@@ -414,6 +414,27 @@ class ScoringService:
         """A customer's current scores, each with its model, version and explanation."""
         return self._store().for_profile(profile_id)  # type: ignore[no-any-return]
 
+    def profile_scores(self, profile_id: str) -> dict[str, Any]:
+        """``GET /admin/profiles/{id}/scores``: every current score with its explanation."""
+        scores = self.for_profile(profile_id)
+        if not scores and self.stores.profiles.get(profile_id) is None:
+            raise NotFound(f"no profile {profile_id!r}", field="profile_id")
+        return {"profile_id": profile_id, "scores": scores}
+
+    def describe(self) -> dict[str, Any]:
+        """``GET /admin/models``: each enabled model, its current version and holdout headline."""
+        out = []
+        for kind, cls in self.enabled().items():
+            row: dict[str, Any] = {"kind": kind, "name": cls.name, "title": cls.title, "plugin_version": cls.version,
+                                   "outputs": list(cls.outputs), "version": self.current_version(cls.name)}
+            if row["version"]:
+                card = self.card(cls.name, row["version"])
+                row.update(method=card["method"], trained_at=card["trained_at"],
+                           metrics={k: v for k, v in card["metrics"].items() if not isinstance(v, list)},
+                           artifact=card["artifact"])
+            out.append(row)
+        return {"models": out, "scores": self._store().count() if self.stores.scores is not None else 0}
+
     def facts(self, profile_id: str) -> dict[str, Any]:
         """Scores as segment rules read them: ``churn`` (the headline value),
         ``churn.probability``, ``churn.risk``, ``clv.expected_value``, ``rfm.segment``, ..."""

@@ -54,6 +54,14 @@ class DynamoScoreStore(_Table):
         expires = int((at + timedelta(days=RUN_MARKER_DAYS)).timestamp())
         return self.put_new({"pk": _s(f"SCORERUN#{key}"), "sk": _s("R"), "expires_at": {"N": str(expires)}})
 
+    def release_run(self, key: str) -> None:
+        self.ddb.delete_item(TableName=self.table, Key={"pk": _s(f"SCORERUN#{key}"), "sk": _s("R")})
+
+    def forget(self, profile_id: str) -> None:
+        for item in self.query(KeyConditionExpression="pk = :p",
+                               ExpressionAttributeValues={":p": _s(f"SCORE#{profile_id}")}):
+            self.ddb.delete_item(TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]})
+
     def count(self, kind: str | None = None) -> int:
         kwargs: dict[str, Any] = {
             "TableName": self.table,

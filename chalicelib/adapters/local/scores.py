@@ -64,6 +64,12 @@ class SqliteScoreStore:
             ).rowcount
         return won == 1
 
+    def release_run(self, key: str) -> None:
+        self.db.execute("DELETE FROM scoring_runs WHERE key=?", (key,))
+
+    def forget(self, profile_id: str) -> None:
+        self.db.execute("DELETE FROM scores WHERE profile_id=?", (profile_id,))
+
     def count(self, kind: str | None = None) -> int:
         if kind is None:
             return int(self.db.query("SELECT COUNT(*) FROM scores")[0][0])
