@@ -12,13 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidInput
 
-class InvalidInput(ValueError):
-    """Bad input to an estimator or to the recommendations API; ``field`` names the culprit."""
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.field = field
+__all__ = ["InvalidInput", "column", "epoch_seconds", "id_column", "lookup", "same_length"]
 
 
 def n_rows(table: Any, required: str) -> int:

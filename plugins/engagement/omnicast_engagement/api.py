@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._tables import InvalidInput
+from .errors import InvalidInput
 
 MAX_K = 50
 MAX_ID_CHARS = 200

@@ -86,15 +86,17 @@ class BestChannel(ExplicitArtifact, BaseEstimator):
         self.channels_ = names[by_name]
         self.messages_ = msgs[np.ix_(order, by_name)].astype(np.int32)
         self.engagements_ = engs[np.ix_(order, by_name)].astype(np.int32)
-        self.prior_alpha_, self.prior_beta_ = self._priors(self.messages_, self.engagements_)
         a, b = self._priors(self.messages_.sum(axis=1, keepdims=True), self.engagements_.sum(axis=1, keepdims=True))
         self.pooled_alpha_, self.pooled_beta_ = float(a[0]), float(b[0])
+        self.prior_alpha_, self.prior_beta_ = self._priors(self.messages_, self.engagements_,
+                                                           pooled=a[0] / (a[0] + b[0]))
         return self
 
-    def _priors(self, n: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Method-of-moments Beta prior per column of (messages, engagements)."""
+    def _priors(self, n: np.ndarray, k: np.ndarray, pooled: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """Method-of-moments Beta prior per column of (messages, engagements); a channel with
+        little or no traffic has its mean pulled to the ``pooled`` rate of all channels."""
         total_n = n.sum(axis=0).astype(np.float64)
-        mean = (k.sum(axis=0) + 0.5) / (total_n + 1.0)
+        mean = (k.sum(axis=0) + 2.0 * pooled) / (total_n + 2.0)
         strength = np.full(n.shape[1], float(self.max_prior_strength))
         for j in range(n.shape[1]):
             has = n[:, j] >= 2

@@ -344,7 +344,8 @@ class BestChannelModel(Model):
         channels = [c for c in table.extras.get("channels", CHANNELS) if f"sent_{c}" in table.columns]
         sent = np.nan_to_num(table.matrix([f"sent_{c}" for c in channels]))
         clicked = np.nan_to_num(table.matrix([f"clicked_{c}" for c in channels]))
-        return channels, sent, np.minimum(clicked, sent)
+        used = sent.sum(axis=0) > 0  # a channel the shop sends nothing on is not a candidate
+        return [c for c, u in zip(channels, used, strict=True) if u], sent[:, used], np.minimum(clicked, sent)[:, used]
 
     def fit(self, data: TrainingSet) -> BestChannelModel:
         channels, sent, clicked = self._counts(data.features)
@@ -372,14 +373,17 @@ class BestChannelModel(Model):
         return out
 
     def predict_matrix(self, X: Any) -> Any:
-        """Posterior mean rate per channel for a prebuilt (n, 2 * channels) matrix [sent..., clicked...]."""
+        """Posterior mean rate per fitted channel (``estimator.channels_``) for a prebuilt matrix
+        whose columns are ``sent_<channel>`` then ``clicked_<channel>`` in that order."""
         import numpy as np
 
         if self.estimator is None:
             raise ModelError("predict before fit")
+        channels = [str(c) for c in self.estimator.channels_]
         X = np.asarray(X, dtype=np.float64)
-        half = X.shape[1] // 2
-        channels = [str(c) for c in self.estimator.channels_][:half]
+        if X.ndim != 2 or X.shape[1] != 2 * len(channels):
+            raise ModelError(f"expected {2 * len(channels)} columns (sent, clicked for {', '.join(channels)})")
+        half = len(channels)
         alpha, beta, _, _ = self.estimator._posterior(channels, X[:, :half], np.minimum(X[:, half:], X[:, :half]))
         return alpha / (alpha + beta)
 

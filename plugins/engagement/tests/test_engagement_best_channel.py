@@ -27,7 +27,7 @@ def simulated(n=600, seed=0):
 
 
 def test_prior_is_the_population_and_posteriors_find_the_best_channel():
-    table, rates, sends = simulated()
+    table, rates, _ = simulated()
     model = BestChannel().fit(table)
     means = model.prior_alpha_ / (model.prior_alpha_ + model.prior_beta_)
     assert model.channels_.tolist() == ["email", "push", "sms"]

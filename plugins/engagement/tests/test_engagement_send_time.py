@@ -56,7 +56,8 @@ def test_daylight_saving_time_is_respected():
 def test_confidence_grows_with_evidence():
     few = {"customer_id": ["a"] * 4, "timestamp": [JAN + 19 * 3600 + d * 86400 for d in range(4)]}
     many = {"customer_id": ["a"] * 40, "timestamp": [JAN + 19 * 3600 + d * 86400 for d in range(40)]}
-    background = {"customer_id": [f"b{i}" for i in range(240)], "timestamp": [JAN + (i % 24) * 3600 for i in range(240)]}
+    background = {"customer_id": [f"b{i}" for i in range(240)],
+                  "timestamp": [JAN + (i % 24) * 3600 for i in range(240)]}
     join = lambda t: {k: np.concatenate([t[k], background[k]]) for k in t}  # noqa: E731
     c_few = SendTimeOptimizer().fit(join(few)).best_hours(["a"])[0]
     c_many = SendTimeOptimizer().fit(join(many)).best_hours(["a"])[0]
@@ -93,7 +94,7 @@ def test_explanation_counts_the_opens():
 
 
 def test_fresh_counts_use_the_fitted_priors_and_seed_makes_it_repeatable():
-    table, pref = planted(n=100)
+    table, _ = planted(n=100)
     model = SendTimeOptimizer().fit(table)
     counts = np.zeros((2, 24))
     counts[0, 5] = 6
@@ -106,7 +107,7 @@ def test_fresh_counts_use_the_fitted_priors_and_seed_makes_it_repeatable():
 
 
 def test_artifact_round_trip():
-    table, pref = planted(n=60)
+    table, _ = planted(n=60)
     model = SendTimeOptimizer().fit(table)
     back = SendTimeOptimizer.from_bytes(model.to_bytes())
     assert back.best_hours(np.arange(60)) == model.best_hours(np.arange(60))
