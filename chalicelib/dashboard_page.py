@@ -130,7 +130,7 @@ def series_section(d: dict[str, Any]) -> str:
 
 def series_svg(rows: list[dict[str, Any]], currency: str) -> str:
     """Bars: messages sent per period (left axis). Line: attributed revenue (right axis)."""
-    width, height, left, right, top, bottom = 860, 240, 56, 70, 14, 40
+    width, height, left, right, top, bottom = 900, 240, 56, 100, 14, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     n = len(rows)
     max_sent = max((r["sent"] or 0) for r in rows) or 1
@@ -144,7 +144,7 @@ def series_svg(rows: list[dict[str, Any]], currency: str) -> str:
                      f'<text x="{left - 6}" y="{y + 4:.1f}" class="axis" text-anchor="end">'
                      f'{esc(fmt(max_sent * frac, "count"))}</text>'
                      f'<text x="{left + plot_w + 6}" y="{y + 4:.1f}" class="axis">'
-                     f'{esc(fmt(max_rev * frac, "money", currency))}</text>')
+                     f'{esc(f"{max_rev * frac:,.0f} {currency}")}</text>')
     points = []
     label_every = max(1, n // 10)
     for i, r in enumerate(rows):
@@ -158,7 +158,7 @@ def series_svg(rows: list[dict[str, Any]], currency: str) -> str:
         points.append(f"{cx:.1f},{top + plot_h * (1 - (r['revenue'] or 0) / max_rev):.1f}")
         if i % label_every == 0:
             parts.append(f'<text x="{cx:.1f}" y="{height - bottom + 16}" class="axis" text-anchor="middle">'
-                         f'{esc(r["name"][-5:])}</text>')
+                         f'{esc(r["name"][5:] or r["name"])}</text>')  # 03-02, W36
     parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{PALETTE[1]}" stroke-width="2"/>')
     legend = (f'<rect x="{left}" y="{height - 14}" width="10" height="10" fill="{PALETTE[0]}"/>'
               f'<text x="{left + 14}" y="{height - 5}" class="axis">messages sent</text>'
@@ -203,8 +203,11 @@ def lift_row(item: dict[str, Any], lo: float, hi: float) -> str:
         f'<line x1="{x(item["high"]):.1f}" y1="9" x2="{x(item["high"]):.1f}" y2="21" class="whisker"/>'
         f'<line x1="{zero:.1f}" y1="2" x2="{zero:.1f}" y2="28" class="zero"/>'
         f'<text x="{zero:.1f}" y="35" class="axis" text-anchor="middle">0</text>'
-        f'<text x="{pad}" y="35" class="axis">{esc(fmt(lo, "signed_percent"))}</text>'
-        f'<text x="{width - pad}" y="35" class="axis" text-anchor="end">{esc(fmt(hi, "signed_percent"))}</text></svg>'
+        + "".join(  # the ends of the shared scale, unless they would sit on the zero label
+            f'<text x="{x(v):.1f}" y="35" class="axis" text-anchor="{anchor}">{esc(fmt(v, "signed_percent"))}</text>'
+            for v, anchor in ((lo, "start"), (hi, "end")) if abs(x(v) - zero) > 48
+        )
+        + "</svg>"
     )
     counts = ""
     if item["treated_units"] is not None and item["control_units"] is not None:
