@@ -119,20 +119,27 @@ class Mailbox:
             folder.mkdir(parents=True, exist_ok=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        from email import message_from_bytes, policy
+        from email import message_from_bytes
+        from email.header import decode_header, make_header
 
-        msg = message_from_bytes(envelope.content, policy=policy.default)
+        # compat32 parsing: the default policy's header objects cost more than the rest of the mail
+        msg = message_from_bytes(envelope.content)
         link = pixel = None
-        for part in msg.walk():  # type: ignore[attr-defined]
-            if part.get_content_type() == "text/plain":
-                found = TRACKED_LINK.search(part.get_content())
-                link = found.group(0) if found else None
-            elif part.get_content_type() == "text/html":
-                found = OPEN_PIXEL.search(part.get_content())
-                pixel = found.group(1) if found else None
+        for part in msg.walk():
+            kind = part.get_content_type()
+            if kind in ("text/plain", "text/html"):
+                raw = part.get_payload(decode=True)
+                body = raw.decode(part.get_content_charset() or "utf-8", "replace") if isinstance(raw, bytes) else ""
+                if kind == "text/plain":
+                    found = TRACKED_LINK.search(body)
+                    link = found.group(0) if found else None
+                else:
+                    found_pixel = OPEN_PIXEL.search(body)
+                    pixel = found_pixel.group(1) if found_pixel else None
+        subject = str(make_header(decode_header(msg["Subject"] or "")))
         with self.lock:
             for rcpt in envelope.rcpt_tos:
-                self.received.append((rcpt, str(msg["Subject"])))
+                self.received.append((rcpt, subject))
                 self.links.append((link, pixel))
             if self.folder:
                 (self.folder / f"{len(self.received):06d}.eml").write_bytes(envelope.content)
@@ -153,24 +160,40 @@ class Storefront:
         self.segment_buffer: list[dict[str, Any]] = []
         self.webhooks = 0
         self.calls = 0
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> int:
+        """One request on a kept-alive HTTP/1.1 connection (reopened once if the server closed it)."""
+        for attempt in (1, 2):
+            if self.conn is None:
+                parts = urllib.parse.urlsplit(self.url)
+                self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=60)
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                resp = self.conn.getresponse()
+                resp.read()
+                if resp.will_close:
+                    self.conn.close()
+                    self.conn = None
+                return resp.status
+            except (http.client.HTTPException, ConnectionError):
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
-        req = urllib.request.Request(self.url + path, data=body, method="POST", headers=headers)  # noqa: S310
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the local stack
-            resp.read()
+        status = self._request("POST", path, body, headers)
+        if status >= 300:
+            raise RuntimeError(f"the local stack answered {status} to POST {path}")
         self.calls += 1
 
     def hit(self, url: str, agent: str) -> int:
         """A mail client or a browser fetching a tracked URL (the redirect is not followed)."""
-        parts = urllib.parse.urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=30)
-        try:
-            conn.request("GET", parts.path, headers={"User-Agent": agent, "Accept": "image/gif,*/*;q=0.8"})
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        finally:
-            conn.close()
+        return self._request("GET", urllib.parse.urlsplit(url).path,
+                             None, {"User-Agent": agent, "Accept": "image/gif,*/*;q=0.8"})
 
     def track(self, call: dict[str, Any]) -> None:
         self.segment_buffer.append(call)
