@@ -107,6 +107,7 @@ class Runtime:
             events=self.stores.events,
             registry=registry,
             default_timezone=self.settings.send_policy.default_timezone,
+            scores=self.scoring.facts,  # branch and exit rules can read model scores
         )
         engine.schedule_broadcasts()
         return engine

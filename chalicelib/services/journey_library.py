@@ -93,6 +93,21 @@ steps:
   - {id: wait_7_days, type: wait, days: 7}
   - {id: win_back_offer, type: send, channel: email, template: win_back_offer, fallback_channel: sms, priority: 2}
 """,
+    "churn_save": """
+name: churn_save
+description: Predicted churn - the churn model puts a customer at high risk (segment churn_risk, score
+  churn.probability >= 0.7). A win-back e-mail now; those the CLV model values (clv.expected_value >= 200)
+  also get the offer three days later.
+trigger: {segment_entered: churn_risk}
+reentry: 60
+exit_on:
+  - {event: Order Completed}
+steps:
+  - {id: churn_we_miss_you, type: send, channel: email, template: win_back, priority: 4}
+  - {id: valuable, type: branch, if: {score: clv.expected_value, op: ">=", value: 200}, then: next, else: end}
+  - {id: wait_3_days, type: wait, days: 3}
+  - {id: churn_offer, type: send, channel: email, template: win_back_offer, fallback_channel: sms, priority: 4}
+""",
     "order_confirmation": """
 name: order_confirmation
 description: Transactional - order confirmed, right away, whatever the hour.
