@@ -52,7 +52,7 @@ def write_shop(shop: SyntheticShop, stores: Stores) -> None:
 
 @pytest.fixture(scope="module")
 def shop_small() -> SyntheticShop:
-    return generate(60, days=400, seed=7)
+    return generate(60, days=400, seed=7, start=datetime(2025, 6, 1, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")
