@@ -43,7 +43,7 @@ class BestChannel(ExplicitArtifact, BaseEstimator):
     random_state : seed of those draws
     """
 
-    def __init__(self, min_prior_strength: float = 2.0, max_prior_strength: float = 100.0, n_samples: int = 1000,
+    def __init__(self, min_prior_strength: float = 2.0, max_prior_strength: float = 100.0, n_samples: int = 256,
                  random_state: int | None = 0) -> None:
         self.min_prior_strength = min_prior_strength
         self.max_prior_strength = max_prior_strength
@@ -177,7 +177,11 @@ class BestChannel(ExplicitArtifact, BaseEstimator):
             if not channels:
                 out.extend(ChannelChoice(None, 0.0, 0.0, 0, 0) for _ in ids[block])
                 continue
-            draws = rng.beta(a[:, None, :], b[:, None, :], size=(len(a), int(self.n_samples), len(channels)))
+            shape = (len(a), int(self.n_samples), len(channels))
+            # Beta(a, b) as Gamma(a) / (Gamma(a) + Gamma(b)), in float32: half the time of rng.beta
+            ga = rng.standard_gamma(np.broadcast_to(a[:, None, :].astype(np.float32), shape), dtype=np.float32)
+            gb = rng.standard_gamma(np.broadcast_to(b[:, None, :].astype(np.float32), shape), dtype=np.float32)
+            draws = ga / (ga + gb)
             draws = np.where(ok[:, None, :], draws, -1.0)
             p_best = (np.argmax(draws, axis=2) == best[block, None]).mean(axis=1)
             for i in range(len(a)):

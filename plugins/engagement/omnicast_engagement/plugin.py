@@ -198,7 +198,7 @@ class SendTimeSettings(PluginSettings):
     prior_strength: float = 6.0
     segment_strength: float = 24.0
     min_events: int = 3
-    n_samples: int = 200
+    n_samples: int = 128
     random_state: int = 0
 
 
@@ -309,7 +309,7 @@ class SendTimeModel(Model):
 class BestChannelSettings(PluginSettings):
     min_prior_strength: float = 2.0
     max_prior_strength: float = 100.0
-    n_samples: int = 1000
+    n_samples: int = 256
     random_state: int = 0
 
 

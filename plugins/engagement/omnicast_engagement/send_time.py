@@ -10,7 +10,8 @@ smoothed) is the prior of each segment's, and a segment's distribution, with wei
 ``prior_strength`` pseudo-opens, is the prior of each of its customers. The best hour is the
 posterior mean's mode; a customer with fewer than ``min_events`` opens gets the segment's
 best hour instead. The confidence is the posterior probability that the chosen hour is the
-customer's most likely hour, from ``n_samples`` Dirichlet draws (seeded, so repeatable).
+customer's most likely hour, from ``n_samples`` Dirichlet draws over the six hours with most
+weight (seeded, so repeatable).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._tables import InvalidInput, column, epoch_seconds, id_column, lookup, sam
 from .artifact import ExplicitArtifact
 
 GLOBAL = "(all customers)"
+CANDIDATES = 6  # hours drawn for the confidence
 
 
 class SendTime(NamedTuple):
@@ -70,7 +72,7 @@ class SendTimeOptimizer(ExplicitArtifact, BaseEstimator):
     """
 
     def __init__(self, prior_strength: float = 6.0, segment_strength: float = 24.0, min_events: int = 3,
-                 n_samples: int = 200, random_state: int | None = 0) -> None:
+                 n_samples: int = 128, random_state: int | None = 0) -> None:
         self.prior_strength = prior_strength
         self.segment_strength = segment_strength
         self.min_events = min_events
@@ -207,12 +209,20 @@ class SendTimeOptimizer(ExplicitArtifact, BaseEstimator):
         if with_confidence:
             rng = np.random.default_rng(self.random_state)
             s = int(self.n_samples)
-            for start in range(0, len(hour), 1024):
-                a = alpha[start:start + 1024]
-                # P(hour is the argmax) under Dirichlet(a): the argmax of Gamma(a, 1) draws
-                draws = rng.standard_gamma(a[:, None, :], size=(len(a), s, 24))
+            # P(hour is the argmax) under Dirichlet(alpha) is the chance that its Gamma(alpha_h)
+            # draw beats the others. Only the CANDIDATES hours with most weight (and the chosen
+            # one) are drawn: an hour outside them almost never wins, and it is 4x cheaper.
+            m = min(CANDIDATES, 24)
+            cand = np.argsort(-alpha, axis=1, kind="stable")[:, :m]
+            missing = ~(cand == hour[:, None]).any(axis=1)
+            cand[missing, m - 1] = hour[missing]
+            weights = np.take_along_axis(alpha, cand, axis=1).astype(np.float32)
+            chosen = np.argmax(cand == hour[:, None], axis=1)
+            for start in range(0, len(hour), 4096):
+                a = weights[start:start + 4096]
+                draws = rng.standard_gamma(np.broadcast_to(a[:, None, :], (len(a), s, m)), dtype=np.float32)
                 top = np.argmax(draws, axis=2)
-                confidence[start:start + len(a)] = (top == hour[start:start + len(a), None]).mean(axis=1)
+                confidence[start:start + len(a)] = (top == chosen[start:start + len(a), None]).mean(axis=1)
         return [SendTime(int(h), float(p), "customer" if o else "segment", int(e))
                 for h, p, o, e in zip(hour, confidence, own, events, strict=True)]
 
