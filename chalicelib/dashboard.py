@@ -24,9 +24,11 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from chalice import Blueprint, Response
 
@@ -149,7 +151,7 @@ def page() -> Response:
         # a first visit (nothing sent) gets the form without an error
         first_visit = _header_key() is None and _session_token() is None
         return _html(render_login(None if first_visit else exc.message), status=401)
-    return _html(render_page(dashboard_data(rt)))
+    return _html(render_page(dashboard_data(rt, period_from_query())))
 
 
 @dashboard.route("/admin/dashboard", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
@@ -179,7 +181,7 @@ def data() -> Any:
     fmt = http.query("format", "json")
     if fmt not in ("json", "csv"):
         raise BadRequest("format must be json or csv", field="format")
-    payload = dashboard_data(rt)
+    payload = dashboard_data(rt, period_from_query())
     if fmt == "csv":
         headers: dict[str, str | list[str]] = {
             "Content-Type": "text/csv; charset=utf-8", "Cache-Control": "no-store",
@@ -190,6 +192,41 @@ def data() -> Any:
 
 
 # --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Period:
+    """Days (UTC, both ends included) that KPIs are counted for; by the message's send time."""
+
+    since: date | None = None
+    until: date | None = None
+
+    def bounds(self) -> dict[str, datetime]:
+        """The measurement service's ``since`` (inclusive) and ``until`` (exclusive)."""
+        out = {}
+        if self.since is not None:
+            out["since"] = datetime.combine(self.since, time(), UTC)
+        if self.until is not None:
+            out["until"] = datetime.combine(self.until + timedelta(days=1), time(), UTC)
+        return out
+
+    def query(self) -> str:
+        values = {k: v.isoformat() for k, v in (("since", self.since), ("until", self.until)) if v is not None}
+        return urlencode(values)
+
+
+def period_from_query() -> Period:
+    days: dict[str, date | None] = {}
+    for name in ("since", "until"):
+        raw = http.query(name, "").strip()
+        try:
+            days[name] = date.fromisoformat(raw) if raw else None
+        except ValueError as exc:
+            raise BadRequest(f"{name} must be a date like 2026-03-01", field=name) from exc
+    since, until = days["since"], days["until"]
+    if since is not None and until is not None and since > until:
+        raise BadRequest("since is after until", field="since")
+    return Period(since, until)
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -314,18 +351,18 @@ class _Measures:
         except UNAVAILABLE:
             return None
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         service, runtime_fn = self.service, getattr(self.rt, name, None)
         if service is not None and hasattr(service, name):
             fn = getattr(service, name)
-            return fn(*args, snap=self.snap) if self.snap is not None else fn(*args)
+            return fn(*args, **kwargs, snap=self.snap) if self.snap is not None else fn(*args, **kwargs)
         if callable(runtime_fn):
-            return runtime_fn(*args)
+            return runtime_fn(*args, **kwargs)
         raise NotImplementedError(name)
 
-    def attempt(self, name: str, *args: Any) -> tuple[Any, str | None]:
+    def attempt(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
         try:
-            return self._call(name, *args), None
+            return self._call(name, *args, **kwargs), None
         except UNAVAILABLE as exc:
             # the class only: messages may quote data
             log.info("dashboard: %s%r not available (%s)", name, args, type(exc).__name__)
@@ -337,14 +374,18 @@ def _confidence(rt: Any) -> float:
     return float(getattr(measurement, "confidence", 0.95))
 
 
-def dashboard_data(rt: Any) -> dict[str, Any]:
-    """Everything the page shows, as plain JSON-ready values."""
+def dashboard_data(rt: Any, period: Period | None = None) -> dict[str, Any]:
+    """Everything the page shows, as plain JSON-ready values. ``period`` narrows the KPIs (and
+    so the funnel, the chart, the channel mix and the top journeys); lift and experiments
+    always cover every unit so far."""
+    period = period or Period()
+    bounds = period.bounds()
     measures = _Measures(rt)
     confidence = _confidence(rt)
     kpis: dict[str, list[dict[str, Any]]] = {}
     missing: dict[str, str] = {}
     for group in KPI_GROUPS:
-        rows, why = measures.attempt("kpis", group)
+        rows, why = measures.attempt("kpis", group, **bounds)
         if why is not None or not isinstance(rows, list):
             missing[group] = why or "no data yet"
             continue
@@ -354,7 +395,7 @@ def dashboard_data(rt: Any) -> dict[str, Any]:
 
     series: dict[str, Any] | None = None
     for group in SERIES_GROUPS:
-        rows, why = measures.attempt("kpis", group)
+        rows, why = measures.attempt("kpis", group, **bounds)
         if why is None and isinstance(rows, list) and rows:
             points = sorted((kpi_row(group, r) for r in rows if isinstance(r, dict)), key=lambda r: r["name"])
             series = {"period": group, "rows": points}
@@ -390,8 +431,11 @@ def dashboard_data(rt: Any) -> dict[str, Any]:
             "cost": r["cost"], "romi": r["romi"]} for r in channels]
     top = sorted(kpis.get("journey", []), key=lambda r: (-(r["revenue"] or 0), -(r["conversions"] or 0), r["name"]))
     shop = getattr(getattr(rt, "settings", None), "shop", None)
+    query = period.query()
     return {
         "generated_at": rt.clock.now().isoformat(),
+        "period": {"since": period.since.isoformat() if period.since else None,
+                   "until": period.until.isoformat() if period.until else None},
         "shop": getattr(shop, "name", ""),
         "currency": getattr(shop, "currency", "EUR"),
         "confidence": confidence,
@@ -405,7 +449,8 @@ def dashboard_data(rt: Any) -> dict[str, Any]:
         "channel_mix": mix,
         "top_journeys": [{"journey": r["name"], "revenue": r["revenue"], "conversions": r["conversions"],
                           "sent": r["sent"], "romi": r["romi"]} for r in top[:TOP_JOURNEYS]],
-        "links": {"csv": "dashboard/data?format=csv", "json": "dashboard/data",
+        "links": {"csv": "dashboard/data?format=csv" + (f"&{query}" if query else ""),
+                  "json": "dashboard/data" + (f"?{query}" if query else ""),
                   "kpis_csv_api": "/admin/kpis?group=journey&format=csv"},
     }
 

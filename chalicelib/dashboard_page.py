@@ -181,7 +181,8 @@ def lift_section(d: dict[str, Any]) -> str:
     return (
         '<section id="lift"><h2>Incremental conversion (holdout)</h2>'
         '<p class="note">Conversion rate of customers who got the messages minus that of the holdout '
-        '(percentage points), with its confidence interval; the bar is the estimate, the whisker the interval.</p>'
+        '(percentage points), with its confidence interval; the bar is the estimate, the whisker the interval. '
+        'Every unit so far, whatever the period.</p>'
         f'<div class="lifts">{rows}</div></section>'
     )
 
@@ -313,6 +314,8 @@ header { display:flex; align-items:center; justify-content:space-between; gap:16
 header h1 { margin:0; font-size:18px; font-weight:600; }
 header .meta { color:#c6ccd8; font-size:12px; }
 header a, header button { color:#fff; font:inherit; font-size:13px; margin-left:12px; }
+header form.period { color:#c6ccd8; font-size:12px; }
+header form.period input { font:inherit; margin:0 6px 0 4px; padding:1px 4px; }
 header button { background:none; border:1px solid #6b7486; border-radius:4px; padding:3px 10px; cursor:pointer; }
 main { display:grid; grid-template-columns:repeat(auto-fit, minmax(440px, 1fr)); gap:16px; padding:16px 24px; }
 section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 16px;
@@ -366,12 +369,19 @@ def _shell(title: str, body: str) -> str:
 
 def render_page(d: dict[str, Any]) -> str:
     links = d["links"]
+    period = d.get("period") or {}
+    since, until = period.get("since") or "", period.get("until") or ""
+    shown = f"{since or 'the start'} to {until or 'today'}" if since or until else "all time"
     header = (
         f'<header><div><h1>Omnicast · {esc(d["shop"] or "dashboard")}</h1>'
         f'<div class="meta">generated {esc(d["generated_at"])} · {esc(d["currency"])} · last-touch attribution'
-        '</div></div><nav>'
+        f' · KPIs for <span id="period">{esc(shown)}</span></div></div>'
+        '<form class="period" method="get" action="dashboard">'
+        f'<label>from <input type="date" name="since" value="{esc(since)}"></label>'
+        f'<label>to <input type="date" name="until" value="{esc(until)}"></label>'
+        '<button type="submit">apply</button><a href="dashboard">all time</a></form><nav>'
         f'<a href="{esc(links["json"])}">JSON</a><a href="{esc(links["csv"])}" download>CSV</a>'
-        '<form method="post" action="dashboard" style="display:inline">'
+        '<form class="sign-out" method="post" action="dashboard" style="display:inline">'
         '<input type="hidden" name="action" value="sign-out"><button type="submit">sign out</button></form>'
         "</nav></header>"
     )

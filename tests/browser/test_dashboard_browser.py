@@ -208,13 +208,32 @@ def test_no_console_errors_and_a_screenshot(browser, shop, signed_in):
     assert SCREENSHOT.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
+def test_the_period_form_narrows_the_page_like_the_json(browser, shop, signed_in):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(shop.url + "/admin/dashboard")
+    # a date input's typing format depends on the locale: set the value as the form would send it
+    browser.execute_script("document.querySelector('input[name=since]').value = '2026-03-03'")
+    browser.find_element(By.CSS_SELECTOR, "form.period button[type=submit]").click()
+    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element((By.ID, "period"), "2026-03-03"))
+    assert browser.current_url.endswith("/admin/dashboard?since=2026-03-03&until=")
+    data = json.loads(shop.admin("/admin/dashboard/data?since=2026-03-03")[2])
+    cells = browser.find_elements(By.CSS_SELECTOR, "#funnel td[data-field=count]")
+    counts = [c.get_attribute("data-value") for c in cells]
+    assert [_as_number(c) for c in counts] == [s["count"] for s in data["funnel"]]
+    assert data["funnel"][0]["count"] < signed_in["funnel"][0]["count"]
+    assert _severe(browser) == []
+
+
 def test_sign_out_ends_the_session(browser, shop, signed_in):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(shop.url + "/admin/dashboard")
-    browser.find_element(By.CSS_SELECTOR, "header form button[type=submit]").click()
+    browser.find_element(By.CSS_SELECTOR, "header form.sign-out button[type=submit]").click()
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.login input#key")))
     assert browser.get_cookie("omnicast_dashboard") is None
     browser.get(shop.url + "/admin/dashboard/data")

@@ -183,13 +183,28 @@ def test_the_numbers_agree_with_a_recount_of_the_raw_records(shop):
     assert data["top_journeys"][0]["journey"] == best["name"] and best["revenue"] > 0
 
 
-def test_a_fresh_install_says_no_data_yet(api):
-    response = api.client.http.get("/admin/dashboard", headers={"Authorization": f"Bearer {api.admin_key}"})
-    page = response.body.decode()
-    assert response.status_code == 200
-    for section in ("funnel", "lift", "series", "mix", "top"):
-        start = page.index(f'<section id="{section}"')
-        assert "no data yet" in page[start:page.index("</section>", start)], section
-    data = json.loads(api.admin_get("/admin/dashboard/data").body)
-    assert data["funnel"] == [] and data["lift"] == [] and data["series"] is None
-    assert data["totals"]["sent"] is None
+def test_a_period_narrows_the_kpis_to_the_messages_sent_in_it(shop):
+    from chalicelib.services.measurement import sent_at
+
+    everything = json.loads(shop.admin("/admin/dashboard/data")[2])
+    status, _, body = shop.admin("/admin/dashboard/data?since=2026-03-03&until=2026-03-03")
+    assert status == 200
+    data = json.loads(body)
+    assert data["period"] == {"since": "2026-03-03", "until": "2026-03-03"}
+    sent_that_day = [e for e in shop.runtime.stores.ledger.all(100_000)
+                     if e.status == "sent" and sent_at(e).date().isoformat() == "2026-03-03"]
+    assert 0 < data["totals"]["sent"] == len(sent_that_day) < everything["totals"]["sent"]
+    assert [r["name"] for r in data["series"]["rows"]] == ["2026-03-03"]
+    assert data["lift"] == everything["lift"]  # lift covers every unit so far
+    assert data["links"]["csv"] == "dashboard/data?format=csv&since=2026-03-03&until=2026-03-03"
+    page = shop.admin("/admin/dashboard?since=2026-03-03")[2].decode()
+    assert '<span id="period">2026-03-03 to today</span>' in page and 'name="since" value="2026-03-03"' in page
+
+
+def test_a_bad_period_names_the_field(shop):
+    for query, field in (("since=yesterday", "since"), ("until=2026-13-01", "until"),
+                         ("since=2026-03-05&until=2026-03-01", "since")):
+        status, _, body = shop.admin(f"/admin/dashboard/data?{query}")
+        assert (status, json.loads(body)["field"]) == (400, field), query
+        status, _, body = shop.admin(f"/admin/dashboard?{query}")
+        assert (status, json.loads(body)["field"]) == (400, field), query
