@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any, TypeVar
 
 import numpy as np
 from scipy import sparse
 
 FORMAT = "omnicast-engagement/1"
+FITTED_NAME = re.compile(r"[a-z][a-z0-9_]*_")
 T = TypeVar("T", bound="ExplicitArtifact")
 
 
@@ -67,16 +69,25 @@ class ExplicitArtifact:
         if meta.get("format") != FORMAT or meta.get("class") != cls.__name__:
             raise ArtifactError(f"artifact holds {meta.get('class')!r} ({meta.get('format')}), not {cls.__name__}")
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+        allowed = set(cls().get_params(deep=False))  # type: ignore[call-arg, attr-defined]
+        if not set(params) <= allowed:
+            raise ArtifactError(f"unknown parameter(s) {sorted(set(params) - allowed)} for {cls.__name__}")
         obj = cls(**params)
-        for name, value in meta["state"].items():
-            setattr(obj, name, value)
-        for name in meta["sparse"]:
-            shape = tuple(int(x) for x in archive[f"{name}.shape"])
-            parts = (archive[f"{name}.data"], archive[f"{name}.indices"], archive[f"{name}.indptr"])
-            setattr(obj, name, sparse.csr_matrix(parts, shape=shape))
-        for key in archive.files:
-            if key != "__meta__" and "." not in key:
+        arrays = [k for k in archive.files if k != "__meta__" and "." not in k]
+        for name in [*meta["state"], *meta["sparse"], *arrays]:
+            if not FITTED_NAME.fullmatch(name):  # only learned attributes, never dunders or methods
+                raise ArtifactError(f"{name!r} is not a fitted attribute name")
+        try:
+            for name, value in meta["state"].items():
+                setattr(obj, name, value)
+            for name in meta["sparse"]:
+                shape = tuple(int(x) for x in archive[f"{name}.shape"])
+                parts = (archive[f"{name}.data"], archive[f"{name}.indices"], archive[f"{name}.indptr"])
+                setattr(obj, name, sparse.csr_matrix(parts, shape=shape))
+            for key in arrays:
                 setattr(obj, key, archive[key])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"damaged artifact: {type(exc).__name__}") from None
         return obj
 
 

@@ -29,6 +29,8 @@ from sklearn.base import BaseEstimator
 from ._tables import InvalidInput
 from .artifact import ExplicitArtifact
 
+DEDUPE_WINDOW = 100_000  # update ids remembered to ignore a redelivered outcome
+
 
 class _BanditBase(ExplicitArtifact, BaseEstimator):
     arms: tuple[str, ...]
@@ -78,11 +80,18 @@ class _BanditBase(ExplicitArtifact, BaseEstimator):
         return r
 
     def _seen(self, update_id: str | None) -> bool:
+        """True if ``update_id`` was applied already (among the last DEDUPE_WINDOW ids)."""
         if update_id is None:
             return False
-        if update_id in self.seen_updates_:
+        index = self.__dict__.get("_seen_index")
+        if index is None or len(index) != len(self.seen_updates_):
+            index = self.__dict__["_seen_index"] = set(self.seen_updates_)
+        if update_id in index:
             return True
         self.seen_updates_.append(update_id)
+        index.add(update_id)
+        if len(self.seen_updates_) > DEDUPE_WINDOW:
+            index.discard(self.seen_updates_.pop(0))
         return False
 
     def _choose(self, sampled_means: Any) -> str:
@@ -166,7 +175,7 @@ class ThompsonBandit(_BanditBase):
     def fit(self, arms: Any, rewards: Any, update_ids: Any = None) -> ThompsonBandit:
         """Replay a log of (arm, reward in [0, 1]) from a fresh state; returns self."""
         for name in ("successes_", "failures_", "pulls_", "n_choices_", "n_updates_", "seen_updates_",
-                     "winner_", "stopped_at_"):
+                     "winner_", "stopped_at_", "_seen_index"):
             self.__dict__.pop(name, None)
         self._init_state()
         arms, rewards = list(arms), list(rewards)
@@ -268,7 +277,7 @@ class LinearThompsonBandit(_BanditBase):
     def fit(self, arms: Any, rewards: Any, contexts: Any = None, update_ids: Any = None) -> LinearThompsonBandit:
         """Replay a log of (arm, reward, context) from a fresh state; returns self."""
         for name in ("precision_", "xty_", "context_sum_", "pulls_", "n_choices_", "n_updates_", "seen_updates_",
-                     "winner_", "stopped_at_"):
+                     "winner_", "stopped_at_", "_seen_index"):
             self.__dict__.pop(name, None)
         self._init_state()
         arms, rewards = list(arms), list(rewards)

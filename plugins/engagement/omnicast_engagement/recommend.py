@@ -123,38 +123,59 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInput(f"k must be a positive integer, got {k!r}", field="k")
         rows = lookup(self.customer_ids_, customer_ids)
-        n_items = len(self.item_ids_)
-        k_eff = min(int(k), n_items)
+        k = int(k)
         stock = self._stock_mask(in_stock)
-        # popular items rank in [0, 1), every item with a similarity score in [1, inf)
-        pop_rank = self.popularity_ / (self.popularity_.max() + 1.0) if n_items else self.popularity_
-        pop_rank = np.where(stock, pop_rank, -np.inf)
+        # the fallback order: items in stock, most purchased first (ties by id)
+        popular = np.argsort(-self.popularity_, kind="stable")
+        popular = popular[stock[popular]]
         out_idx = np.full((len(rows), k), -1, dtype=np.int64)
         out_score = np.zeros((len(rows), k))
         out_similar = np.zeros((len(rows), k), dtype=bool)
         known = np.clip(rows, 0, None)
         for start in range(0, len(rows), CHUNK):
             r = known[start:start + CHUNK]
+            n = len(r)
             unknown = rows[start:start + CHUNK] < 0
-            sim = (self.history_[r] @ self.similarity_).toarray()
-            sim[unknown] = 0.0
-            total = np.where(sim > 0, 1.0 + sim, pop_rank[None, :])
-            total[:, ~stock] = -np.inf
-            bought = self.purchased_[r].tocoo()
-            keep = ~unknown[bought.row]
-            total[bought.row[keep], bought.col[keep]] = -np.inf
-            top = np.argpartition(-total, k_eff - 1, axis=1)[:, :k_eff]
-            top_scores = np.take_along_axis(total, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            valid = np.isfinite(top_scores)
-            similar = top_scores >= 1.0
-            raw = np.where(similar, top_scores - 1.0, self.popularity_[top])
-            block = slice(start, start + len(r))
-            out_idx[block, :k_eff] = np.where(valid, top, -1)
-            out_score[block, :k_eff] = np.where(valid, raw, 0.0)
-            out_similar[block, :k_eff] = similar & valid
+            history = self.history_[r]
+            bought = self.purchased_[r]
+            if unknown.any():  # an unknown customer has no history (row 0 is someone else's)
+                keep = sparse.diags((~unknown).astype(np.float32))
+                history = (keep @ history).tocsr()
+                bought = (keep @ bought.astype(np.float32)).astype(bool).tocsr()
+            # 1. items with a similarity score: sparse, in stock, not bought; top k per row
+            sim = (history @ self.similarity_).tocoo()
+            ok = (sim.data > 0) & stock[sim.col]
+            sim_r, sim_c, sim_v = sim.row[ok], sim.col[ok], sim.data[ok]
+            if len(sim_r) and bought.nnz:
+                owned = _values_at(bought.astype(np.int8).tocsr(), sim_r, sim_c) > 0
+                sim_r, sim_c, sim_v = sim_r[~owned], sim_c[~owned], sim_v[~owned]
+            order = np.lexsort((sim_c, -sim_v, sim_r))
+            sim_r, sim_c, sim_v = sim_r[order], sim_c[order], sim_v[order]
+            first = np.searchsorted(sim_r, np.arange(n))
+            rank = np.arange(len(sim_r)) - first[sim_r]
+            top = rank < k
+            picks = np.full((n, k), -1, dtype=np.int64)
+            picks[sim_r[top], rank[top]] = sim_c[top]
+            block = slice(start, start + n)
+            out_idx[block] = picks
+            out_score[block][sim_r[top], rank[top]] = sim_v[top]
+            out_similar[block][sim_r[top], rank[top]] = True
+            n_sim = np.bincount(sim_r[top], minlength=n)
+            # 2. fill with popular items not bought and not picked: a prefix of the popular order
+            # long enough for the customer who bought the most of it
+            need = k - n_sim
+            if not need.any() or not len(popular):
+                continue
+            prefix_len = min(len(popular), k + int(np.diff(bought.indptr).max(initial=0)))
+            prefix = popular[:prefix_len]
+            excluded = bought[:, prefix].toarray()
+            excluded |= (prefix[None, :, None] == picks[:, None, :]).any(axis=2)
+            allowed = ~excluded
+            slot = np.cumsum(allowed, axis=1) - 1 + n_sim[:, None]
+            take = allowed & (slot < k)
+            tr, tc = np.nonzero(take)
+            out_idx[block][tr, slot[tr, tc]] = prefix[tc]
+            out_score[block][tr, slot[tr, tc]] = self.popularity_[prefix[tc]]
         return out_idx, out_score, out_similar
 
     def recommend(self, customer_ids: Any, k: int = 10, *, in_stock: Any = None) -> list[list[Recommendation]]:

@@ -235,3 +235,47 @@ def test_half_life_needs_timestamps_and_k_must_be_positive():
     with pytest.raises(InvalidInput) as err:
         model.recommend(["a"], 1, in_stock=np.array([True, False]))
     assert err.value.field == "in_stock"
+
+
+def test_artifact_cannot_set_anything_but_fitted_attributes(split):
+    import io
+    import json
+
+    train, _ = split
+    model = PopularityRecommender().fit({k: v[:200] for k, v in train.items()})
+    archive = np.load(io.BytesIO(model.to_bytes()), allow_pickle=False)
+    arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+
+    def rebuilt(arrays, meta):
+        buf = io.BytesIO()
+        np.savez(buf, **{**arrays, "__meta__": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
+        return buf.getvalue()
+
+    assert PopularityRecommender.from_bytes(rebuilt(arrays, meta)).popularity_.tolist() == model.popularity_.tolist()
+    for bad_meta in ({**meta, "state": {"__class__": 1}}, {**meta, "params": {"evil": 1}},
+                     {**meta, "sparse": ["recommend"]}):
+        with pytest.raises(ArtifactError):
+            PopularityRecommender.from_bytes(rebuilt(arrays, bad_meta))
+    with pytest.raises(ArtifactError):
+        PopularityRecommender.from_bytes(rebuilt({**arrays, "_private": np.zeros(1)}, meta))
+
+
+def test_ranking_matches_a_dense_brute_force(split):
+    """The sparse ranking equals the obvious dense one: scored items by score, then popular ones."""
+    train, _ = split
+    model = ItemToItemRecommender().fit(train)
+    stock = np.array([int(x[1:]) % 5 != 0 for x in model.item_ids_])
+    customers = model.customer_ids_[::7]
+    rows = np.searchsorted(model.customer_ids_, customers)
+    got, got_scores, got_similar = model.recommend_indices(customers, 12, in_stock=stock)
+    scores = (model.history_[rows] @ model.similarity_).toarray()
+    bought = model.purchased_[rows].toarray()
+    for i in range(len(customers)):
+        ok = stock & ~bought[i]
+        scored = [j for j in np.lexsort((np.arange(len(ok)), -scores[i])) if ok[j] and scores[i, j] > 0]
+        rest = [j for j in np.argsort(-model.popularity_, kind="stable") if ok[j] and scores[i, j] <= 0]
+        expected = (scored + rest)[:12]
+        assert got[i].tolist() == expected
+        assert got_similar[i].tolist() == [j in set(scored) for j in expected]
+        assert np.allclose(got_scores[i][got_similar[i]], scores[i, got[i][got_similar[i]]])
