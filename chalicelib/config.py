@@ -99,7 +99,9 @@ class Settings(Strict):
     max_body_bytes: int = Field(512 * 1024, gt=0)  # Segment's batch limit is 500 KB
     plugins: PluginSelection = Field(default_factory=PluginSelection)
     # channel kind -> plugin name; kinds not listed use the only plugin of that kind
-    channels: dict[str, str] = Field(default_factory=lambda: {"email": "smtp", "sms": "sandbox_sms"})
+    channels: dict[str, str] = Field(
+        default_factory=lambda: {"email": "smtp", "sms": "sandbox_sms", "push": "sandbox_push"}
+    )
     models: dict[str, str] = Field(default_factory=dict)
     plugin_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     aws: AwsSettings = Field(default_factory=AwsSettings)

@@ -80,9 +80,10 @@ __all__ = [
 
 
 class PluginSettings(BaseModel):
-    """Base for a plugin's settings: strict, unknown keys are an error naming the key."""
+    """Base for a plugin's settings: strict, unknown keys are an error naming the key; a
+    validation error never echoes the value (it may be a secret)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class NoSettings(PluginSettings):

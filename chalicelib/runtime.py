@@ -170,6 +170,7 @@ class Runtime:
         )
         load_templates(sender, self.stores.blobs)
         sender.tracking = self.tracking
+        sender.inbound = self.inbound
         return sender
 
     @cached_property
@@ -185,7 +186,7 @@ class Runtime:
         from chalicelib.services.measurement import Measurement, all_events
 
         m = self.settings.measurement
-        sources = ["tracking", "segment", "import", "ses", *self.host.registry.sources]
+        sources = ["tracking", "segment", "import", "ses", *self.host.registry.sources, *self.host.registry.channels]
         return Measurement(
             self.stores.ledger,
             lambda: all_events(self.stores.events, sources),

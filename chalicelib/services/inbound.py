@@ -29,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
 import struct
 from collections.abc import Callable
@@ -84,6 +85,14 @@ LINK_TTL_SECONDS = 30 * 86400  # a start link in an e-mail stays usable for a mo
 # compact start-link tokens: Telegram's start parameter takes at most 64 of [A-Za-z0-9_-]
 LINK_CHANNELS = ("email", "sms", "push", "messenger", "webhook")
 LINK_MAC_BYTES = 12
+
+
+def address_text(value: Any) -> str:
+    """A profile's address as channels get it (send.address_of): a Web Push subscription kept as
+    an object is its JSON."""
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value) if value else ""
 
 
 def feedback_message_id(plugin: str, fb: DeliveryFeedback) -> str:
@@ -181,8 +190,12 @@ class InboundService:
         return result
 
     # ------------------------------------------------------------------ applying feedback
-    def apply(self, plugin: str, fb: DeliveryFeedback) -> str:
-        """Apply one feedback once. Returns what happened, in a word (for logs and tests)."""
+    def apply(self, plugin: str, fb: DeliveryFeedback, profile_id: str | None = None) -> str:
+        """Apply one feedback once. Returns what happened, in a word (for logs and tests).
+
+        ``profile_id``: the profile the core already knows the address belongs to (feedback a
+        send returned, :attr:`SendResult.feedback`); otherwise found from the address.
+        """
         if fb.kind not in FEEDBACK_KINDS:  # a plugin bug: the rest of the batch still applies
             log.warning("%s reported an unknown feedback kind %r; ignored", plugin, fb.kind)
             return "unknown_kind"
@@ -197,7 +210,7 @@ class InboundService:
         if fb.kind == "linked":
             link = self._link_target(fb)
             profile_id = link.get("profile_id")
-        else:
+        elif profile_id is None:
             profile_id = (self.identity.canonical(entry.profile_id) if entry is not None
                           else self.profile_for(fb.channel, fb.address))
         properties: dict[str, Any] = {
@@ -282,7 +295,7 @@ class InboundService:
                 return
             expected = profile.version
             changed = False
-            if str(profile.traits.get(kind, "")) == address:
+            if address_text(profile.traits.get(kind)) == address:
                 del profile.traits[kind]
                 changed = True
             if profile.identifiers.get(kind) == address:

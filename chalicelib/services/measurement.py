@@ -41,7 +41,7 @@ from chalicelib.ports import EventStore, LedgerEntry, SendLedger, StoredEvent
 TOUCH_RANK = ("click", "open", "delivery")
 ORDER_EVENTS = frozenset({"Order Completed"})
 BOUNCE_EVENTS = frozenset({"Email Bounced", "Message Bounced", "Message Failed"})
-COMPLAINT_EVENTS = frozenset({"Email Complained"})
+COMPLAINT_EVENTS = frozenset({"Email Complained", "Message Complained"})
 GROUPS = ("journey", "step", "channel", "template", "variant", "segment", "day", "week", "month", "total")
 MODELS = ("last_touch", "first_touch", "linear")
 KPI_FIELDS = (
@@ -185,6 +185,8 @@ def snapshot(entries: Iterable[LedgerEntry], events: Iterable[StoredEvent]) -> S
     snap = Snapshot(sent=sent, withheld=withheld, by_key=by_key)
     for e in sent:
         snap.touches.setdefault(e.profile_id, []).append((sent_at(e), "delivery", e.key))
+        if e.detail.get("delivery") == "failed":  # a provider's receipt said it never arrived
+            snap.bounced.add(e.key)
     seen_orders: set[str] = set()
     raw_orders: list[tuple[datetime, str, str, float]] = []
     for ev in events:

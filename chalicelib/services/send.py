@@ -20,6 +20,7 @@ worker continues it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,8 @@ def address_of(profile: Profile, channel: str) -> str | None:
     if channel == "webhook":
         return profile.profile_id
     value = profile.traits.get(ADDRESS_TRAIT.get(channel, channel))
+    if isinstance(value, dict):  # a Web Push subscription kept as an object: its JSON
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value) if value else None
 
 
@@ -80,6 +83,11 @@ def consent_problem(profile: Profile, channel: str, purpose: str) -> str | None:
         state = consent.get(channel)
         if state == "suppressed":
             return f"{channel} address suppressed (bounce or complaint)"
+        if state == "erased":
+            return f"customer erased (GDPR): no {channel} consent on record"
+        if channel == "sms" and state == "opted_out":
+            # carriers (CTIA) allow no further message after STOP, transactional included
+            return "opted out of SMS by STOP"
         if purpose == "marketing" and state in ("unsubscribed", "opted_out"):
             return f"unsubscribed from {channel} marketing"
         if purpose == "marketing" and channel == "sms" and state != "subscribed":
@@ -136,6 +144,7 @@ class SendService:
         self.renderer = renderer or TemplateRenderer()
         self.throttle = ProviderThrottle()
         self.tracking: Any = None  # link and open tracking, when the runtime has it
+        self.inbound: Any = None  # applies feedback a send returned (a dead push token), when the runtime has it
 
     # ------------------------------------------------------------------ entry points
     def choose_channel(self, profile: Profile | None, task: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -299,6 +308,19 @@ class SendService:
             "unsubscribe_url": f"{self.settings.public_url}/v1/unsubscribe?token={token}",
         }
 
+    def _apply_send_feedback(self, plugin: str, result: SendResult, profile_id: str) -> None:
+        """What the send itself revealed (a push service's 410 Gone, a disabled SNS endpoint), applied
+        once like inbound feedback; a failure here never changes the send's own outcome."""
+        for fb in result.feedback:
+            if self.inbound is None:
+                log.warning("%s reported %s but no inbound service is wired", plugin, fb.kind)
+                return
+            try:
+                outcome = self.inbound.apply(plugin, fb, profile_id=profile_id)
+                log.info("send feedback from %s: %s -> %s", plugin, fb.kind, outcome)
+            except Exception:
+                log.exception("send feedback from %s (%s) not applied", plugin, fb.kind)
+
     def _deliver(self, task: dict[str, Any], profile: Profile, key: str, attempt: int) -> str:
         now = self.clock.now()
         channel: Channel = self.channel_for(task["channel"])
@@ -342,6 +364,7 @@ class SendService:
             log.exception("channel %s raised", channel.name)
             result = SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)
         self.host.after_send(message, result)
+        self._apply_send_feedback(channel.name, result, profile.profile_id)
         now = self.clock.now()
         detail = {"attempt": attempt, "plugin": channel.name, "cost": result.cost_estimate, "message_id": mid}
         if result.ok:

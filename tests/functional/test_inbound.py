@@ -213,7 +213,7 @@ def test_stop_by_sms_withdraws_consent_and_the_next_sms_step_is_suppressed(stack
     stack.clock.advance(timedelta(hours=24, minutes=1))
     stack.runtime.drain()
     second = next(e for e in stack.runtime.stores.ledger.all() if e.step == "second_tip")
-    assert second.status == "skipped" and second.reason == "skipped: unsubscribed from sms marketing"
+    assert second.status == "skipped" and second.reason == "skipped: opted out of SMS by STOP"
     assert len(stack.twilio.received) == 1  # nothing more went to Twilio
 
 
