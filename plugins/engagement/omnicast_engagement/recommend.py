@@ -143,16 +143,8 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
                 history = (keep @ history).tocsr()
                 bought = (keep @ bought.astype(np.float32)).astype(bool).tocsr()
             # 1. items with a similarity score: sparse, in stock, not bought; top k per row
-            sim = (history @ self.similarity_).tocoo()
-            ok = (sim.data > 0) & stock[sim.col]
-            sim_r, sim_c, sim_v = sim.row[ok], sim.col[ok], sim.data[ok]
-            if len(sim_r) and bought.nnz:
-                owned = _values_at(bought.astype(np.int8).tocsr(), sim_r, sim_c) > 0
-                sim_r, sim_c, sim_v = sim_r[~owned], sim_c[~owned], sim_v[~owned]
-            order = np.lexsort((sim_c, -sim_v, sim_r))
-            sim_r, sim_c, sim_v = sim_r[order], sim_c[order], sim_v[order]
-            first = np.searchsorted(sim_r, np.arange(n))
-            rank = np.arange(len(sim_r)) - first[sim_r]
+            sim_r, sim_c, sim_v = _top_k_per_row((history @ self.similarity_).tocsr(), bought, stock, k)
+            rank = np.arange(len(sim_r)) - np.searchsorted(sim_r, np.arange(n))[sim_r]
             top = rank < k
             picks = np.full((n, k), -1, dtype=np.int64)
             picks[sim_r[top], rank[top]] = sim_c[top]
@@ -344,6 +336,35 @@ class PopularityRecommender(_RecommenderBase):
         n = len(self.item_ids_)
         self.similarity_ = sparse.csr_matrix((n, n), dtype=np.float32)
         return self
+
+
+def _top_k_per_row(scores: sparse.csr_matrix, bought: sparse.csr_matrix, stock: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, value) of each row's k best positive entries that are in stock and not bought,
+    sorted by row, then value descending, then column (ties broken by item index).
+
+    One stable sort of a composite key (row, then 1 - value / max) over the nonzero entries,
+    columns sorted within rows first so that equal values keep item order.
+    """
+    n = scores.shape[0]
+    if scores.nnz == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float64)
+    scores.sort_indices()
+    row_of = np.repeat(np.arange(n), np.diff(scores.indptr))
+    data = scores.data.astype(np.float64)
+    valid = (data > 0) & stock[scores.indices]
+    if bought.nnz:
+        valid &= _values_at(bought.astype(np.int8).tocsr(), row_of, scores.indices) == 0
+    row_of, cols, data = row_of[valid], scores.indices[valid].astype(np.int64), data[valid]
+    if len(data) == 0:
+        return row_of.astype(np.int64), cols, data
+    key = row_of * 2.0 + (1.0 - data / (data.max() * (1 + 1e-9)))
+    order = np.argsort(key, kind="stable")
+    row_of, cols, data = row_of[order], cols[order], data[order]
+    rank = np.arange(len(row_of)) - np.searchsorted(row_of, np.arange(n))[row_of]
+    top = rank < k
+    return row_of[top].astype(np.int64), cols[top], data[top]
 
 
 def _top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, n: int, k: int) -> sparse.csr_matrix:
