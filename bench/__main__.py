@@ -11,6 +11,7 @@ BENCHES = {
     "journeys": "bench.journeys",
     "simulation": "bench.simulation",
     "cost": "bench.cost",
+    "models": "bench.models",
 }
 
 

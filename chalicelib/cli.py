@@ -259,7 +259,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     elif args.action == "score":
         total = sum(len(s["profile_ids"]) for s in scoring.shards(shard_size=args.shard_size))
         with tqdm(total=total, desc="scoring", unit=" customers", file=sys.stderr, disable=args.quiet) as bar:
-            report = scoring.run(shard_size=args.shard_size, progress=bar.update)
+            report = scoring.run(shard_size=args.shard_size, progress=bar.update, processes=args.processes)
         print(json.dumps(report.as_dict()))
     else:
         if not args.names:
@@ -373,6 +373,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["list", "train", "score", "card"])
     sp.add_argument("names", nargs="*", help="model plugin names (train: default every enabled one; card: one)")
     sp.add_argument("--shard-size", type=int, default=5000, help="customers per shard (score)")
+    sp.add_argument("--processes", type=int, default=1, help="worker processes (score, local runtime)")
     sp.add_argument("--version", help="a model version (card; default the current one)")
     sp.add_argument("--json", action="store_true", help="the card as JSON")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")

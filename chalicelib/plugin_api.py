@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pluggy
 from pydantic import BaseModel, ConfigDict
@@ -288,13 +288,13 @@ def header_injection(*values: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- models
-@dataclass(frozen=True)
-class Contribution:
+class Contribution(NamedTuple):
     """One feature's share in one customer's score: why the model said what it said.
 
     ``value`` is the customer's feature value; ``effect`` the signed push it gave the
     score, in the model's own units (log-odds for a logistic model, currency for CLV,
-    quantile points for RFM); larger ``abs(effect)`` matters more.
+    quantile points for RFM); larger ``abs(effect)`` matters more. (A named tuple: a
+    scoring run makes millions of them.)
     """
 
     feature: str
@@ -305,7 +305,7 @@ class Contribution:
         return {"feature": self.feature, "value": self.value, "effect": self.effect}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Score:
     """One model's verdict on one customer as of a cutoff, with its explanation.
 

@@ -305,22 +305,42 @@ class ScoringService:
         return len(messages)
 
     def run(self, as_of: datetime | None = None, shard_size: int = 5000,
-            progress: Callable[[int], None] | None = None) -> ScoringReport:
-        """Score every customer now, shard after shard (the local runner and the CLI)."""
+            progress: Callable[[int], None] | None = None, processes: int = 1) -> ScoringReport:
+        """Score every customer now, shard after shard (the local runner and the CLI).
+
+        ``processes`` > 1 scores shards in that many worker processes (the embedded default
+        on a data folder: each opens its own connection; SQLite in WAL mode serialises the
+        writes, the reads and the model arithmetic run in parallel)."""
         started = time.perf_counter()
         messages = self.shards(as_of, shard_size)
         report = ScoringReport(as_of=self.as_of(as_of), models=messages[0]["versions"] if messages else {})
-        for body in messages:
-            done = self.handle(body)
-            report.shards += 1
-            report.skipped_shards += done is None
-            if done:
-                report.customers += done[0]
-                report.scores += done[1]
-            if progress:
-                progress(len(body["profile_ids"]))
+        if processes > 1 and len(messages) > 1 and self.settings.runtime == "local":
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(
+                processes, initializer=_worker_init, initargs=(self.settings, self.clock)
+            ) as pool:
+                results = pool.imap_unordered(_worker_handle, messages)
+                sizes = {m["shard"]: len(m["profile_ids"]) for m in messages}
+                for shard, done in results:
+                    self._count(report, done)
+                    if progress:
+                        progress(sizes[shard])
+        else:
+            for body in messages:
+                self._count(report, self.handle(body))
+                if progress:
+                    progress(len(body["profile_ids"]))
         report.seconds = time.perf_counter() - started
         return report
+
+    @staticmethod
+    def _count(report: ScoringReport, done: tuple[int, int] | None) -> None:
+        report.shards += 1
+        report.skipped_shards += done is None
+        if done:
+            report.customers += done[0]
+            report.scores += done[1]
 
     def handle(self, body: dict[str, Any]) -> tuple[int, int] | None:
         """Score one shard message; None if this shard of this run was done already."""
@@ -492,3 +512,19 @@ def card_markdown(card: dict[str, Any]) -> str:
                   for r in metrics["lift_by_decile"]]
     lines += ["", "## Model", "", "```json", json.dumps(card["model"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+_worker_service: ScoringService | None = None
+
+
+def _worker_init(settings: Settings, clock: Clock) -> None:
+    """A scoring worker process: its own stores (a new SQLite connection) and plugins."""
+    global _worker_service
+    from chalicelib.runtime import build_stores
+
+    _worker_service = ScoringService(settings, build_stores(settings), PluginHost(settings.plugins).load(), clock)
+
+
+def _worker_handle(body: dict[str, Any]) -> tuple[int, tuple[int, int] | None]:
+    assert _worker_service is not None
+    return int(body["shard"]), _worker_service.handle(body)

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE TABLE IF NOT EXISTS scoring_runs (key TEXT PRIMARY KEY, at TEXT NOT NULL, expires_at TEXT NOT NULL);
 """
 RUN_MARKER_DAYS = 30
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 UNIX_JULIAN = 2440587.5  # julianday('1970-01-01')
 # profile filters are chunked to stay well below SQLite's bound-parameter limit
 CHUNK = 5000
@@ -39,7 +40,7 @@ class SqliteScoreStore:
     def put_many(self, scores: list[JSON]) -> int:
         rows = [
             (s["profile_id"], s["kind"], s["model"], s["version"], s["as_of"], s["value"],
-             json.dumps(s, separators=(",", ":")))
+             _encode(s))
             for s in scores
         ]
         with self.db.tx() as conn:

@@ -78,17 +78,10 @@ def _top(X: np.ndarray, effects: np.ndarray, names: tuple[str, ...], k: int) -> 
     idx = np.argpartition(-mag, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(-mag, idx, axis=1).argsort(axis=1, kind="stable")
     idx = np.take_along_axis(idx, order, axis=1)
-    vals = np.take_along_axis(X, idx, axis=1).round(4).tolist()
-    effs = np.take_along_axis(effects, idx, axis=1).round(4).tolist()
-    idl = idx.tolist()
-    return [
-        tuple(Contribution(names[j], _num(v), _num(e)) for j, v, e in zip(ji, vi, ei, strict=True))
-        for ji, vi, ei in zip(idl, vals, effs, strict=True)
-    ]
-
-
-def _num(v: float) -> float:
-    return v if math.isfinite(v) else 0.0
+    vals = np.nan_to_num(np.take_along_axis(X, idx, axis=1), nan=0.0, posinf=0.0, neginf=0.0).round(4).tolist()
+    effs = np.nan_to_num(np.take_along_axis(effects, idx, axis=1), nan=0.0, posinf=0.0, neginf=0.0).round(4).tolist()
+    labels = np.asarray(names, dtype=object)[idx].tolist()
+    return [tuple(map(Contribution, f, v, e)) for f, v, e in zip(labels, vals, effs, strict=True)]
 
 
 # --------------------------------------------------------------------------- churn
