@@ -161,7 +161,7 @@ class ItemToItemModel(Model):
                     reasons.append(f"popular: bought by {int(r.score)} customers")
             personalised = sum(r.source == "similar" for r in items) / k
             out.append(Score(
-                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                profile_id=pid, model=self.name, kind=self.kind, version=self.artifact_version, as_of=table.as_of,
                 value=personalised,
                 values={"personalised": personalised, "items": [r.item_id for r in items],
                         "sources": [r.source for r in items], "reasons": reasons},
@@ -259,6 +259,32 @@ class SendTimeModel(Model):
         self.estimator = self._new().fit_counts(t.profile_ids, _local_counts(t), t.extras.get("segments"))
         return self
 
+    def evaluate(self, data: TrainingSet) -> dict[str, Any]:
+        """On opens and clicks after the training cutoff: the share within an hour of each
+        customer's predicted hour, against everyone at the shop's single best hour."""
+        import numpy as np
+
+        from ._tables import lookup
+
+        if self.estimator is None:
+            raise ModelError("evaluate before fit")
+        e = self.estimator
+        counts = _local_counts(data.features)
+        rows = lookup(e.customer_ids_, data.features.profile_ids)
+        before = np.zeros_like(counts)
+        before[rows >= 0] = e.counts_[rows[rows >= 0]]
+        new = np.clip(counts - before, 0, None)  # the features count from the start of time
+        total = float(new.sum())
+        if total == 0:
+            return {"held_out_opens": 0}
+        hours = np.array([b.hour for b in e.best_hours_for_counts(before, with_confidence=False)])
+        window = (hours[:, None] + np.array([-1, 0, 1])[None, :]) % 24
+        ours = float(np.take_along_axis(new, window, axis=1).sum()) / total
+        best = int(e.global_dist_.argmax())
+        base = float(new[:, [(best - 1) % 24, best, (best + 1) % 24]].sum()) / total
+        return {"held_out_opens": int(total), "share_within_1h": ours, "global_hour_share_within_1h": base,
+                "global_hour": best}
+
     def score(self, table: FeatureTable) -> list[Score]:
         counts = _local_counts(table)
         segments = table.extras.get("segments")
@@ -272,7 +298,7 @@ class SendTimeModel(Model):
         for i, (pid, b) in enumerate(zip(table.profile_ids, best, strict=True)):
             h = b.hour
             out.append(Score(
-                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                profile_id=pid, model=self.name, kind=self.kind, version=self.artifact_version, as_of=table.as_of,
                 value=float(h),
                 values={"hour": h, "confidence": b.confidence, "source": b.source, "events": b.events},
                 explanation=(Contribution(f"opens_at_{h:02d}h", float(counts[i, h]), float(share[i, h])),
@@ -352,6 +378,36 @@ class BestChannelModel(Model):
         self.estimator = self._new().fit_counts(data.features.profile_ids, channels, sent, clicked)
         return self
 
+    def evaluate(self, data: TrainingSet) -> dict[str, Any]:
+        """On messages after the training cutoff: the click rate on each customer's predicted
+        best channel against the click rate on their other channels."""
+        import numpy as np
+
+        from ._tables import lookup
+
+        if self.estimator is None:
+            raise ModelError("evaluate before fit")
+        e = self.estimator
+        channels, sent, clicked = self._counts(data.features)
+        rows = lookup(e.customer_ids_, data.features.profile_ids)
+        cols = lookup(e.channels_, channels)
+        before_sent, before_clicked = np.zeros_like(sent), np.zeros_like(clicked)
+        known = np.ix_(np.nonzero(rows >= 0)[0], np.nonzero(cols >= 0)[0])
+        before_sent[known] = e.messages_[np.ix_(rows[rows >= 0], cols[cols >= 0])]
+        before_clicked[known] = e.engagements_[np.ix_(rows[rows >= 0], cols[cols >= 0])]
+        new_sent = np.clip(sent - before_sent, 0, None)
+        new_clicked = np.clip(clicked - before_clicked, 0, None)
+        picks = e.best_channels_for_counts(channels, before_sent, before_clicked)
+        best = np.array([channels.index(c.channel) if c.channel in channels else -1 for c in picks])
+        on_best = np.zeros_like(new_sent, dtype=bool)
+        on_best[best >= 0, best[best >= 0]] = True
+        s_best, s_other = new_sent[on_best].sum(), new_sent[~on_best].sum()
+        if s_best == 0 or s_other == 0:
+            return {"held_out_messages": int(new_sent.sum())}
+        return {"held_out_messages": int(new_sent.sum()),
+                "click_rate_on_best_channel": float(new_clicked[on_best].sum() / s_best),
+                "click_rate_on_other_channels": float(new_clicked[~on_best].sum() / s_other)}
+
     def score(self, table: FeatureTable) -> list[Score]:
         channels, sent, clicked = self._counts(table)
         estimator = self.estimator
@@ -362,7 +418,7 @@ class BestChannelModel(Model):
         out = []
         for pid, c in zip(table.profile_ids, choices, strict=True):
             out.append(Score(
-                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                profile_id=pid, model=self.name, kind=self.kind, version=self.artifact_version, as_of=table.as_of,
                 value=c.rate,
                 values={"rate": c.rate, "channel": c.channel, "probability_best": c.probability_best,
                         "messages": c.messages, "engagements": c.engagements},
@@ -486,7 +542,7 @@ class ThompsonBanditModel(Model):
             arm = bandit.choose(x)
             p = bandit.probability_best(x)
             out.append(Score(
-                profile_id=pid, model=self.name, kind=self.kind, version=self.version, as_of=table.as_of,
+                profile_id=pid, model=self.name, kind=self.kind, version=self.artifact_version, as_of=table.as_of,
                 value=float(p.get(arm, 0.0)),
                 values={"probability_best": float(p.get(arm, 0.0)), "arm": arm, "stopped": bandit.stopped},
                 explanation=tuple(Contribution(f"p_best:{a}", float(v), float(v)) for a, v in p.items()),

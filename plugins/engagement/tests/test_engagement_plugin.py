@@ -51,13 +51,13 @@ def activity(n=1500, seed=2) -> Activity:
             a.view_time.append(float(t))
             a.view_product.append(str(item))
             a.view_category.append("")
-    # messages: odd customers click SMS, even customers click e-mail; opens at 19:00 UTC
+    # messages: odd customers click SMS, even customers click e-mail, at 08, 11, 14, 17 or 20 UTC
     start = days(datetime(2026, 1, 10, tzinfo=UTC))
     for i in range(n):
         for j, ch in enumerate(("email", "sms")):
-            for m in range(4):
+            for m in range(10):  # every 12 days: seven before TRAIN_AT, three before TEST_AT
                 key = f"k-{i}-{ch}-{m}"
-                sent = start + m * 7 + j
+                sent = start + m * 12 + j
                 a.send_key.append(key)
                 a.send_profile.append(f"c{i}")
                 a.send_channel.append(ch)
@@ -65,7 +65,7 @@ def activity(n=1500, seed=2) -> Activity:
                 likes = (ch == "sms") == (i % 2 == 1)
                 if rng.random() < (0.6 if likes else 0.05):
                     a.engagement_profile.append(f"c{i}")
-                    a.engagement_time.append(sent + (19 + (i % 3)) / 24.0 - (sent % 1.0) + 0.01)
+                    a.engagement_time.append(sent + (8 + (i % 5) * 3) / 24.0 - (sent % 1.0) + 0.01)
                     a.engagement_kind.append("click")
                     a.engagement_key.append(key)
     return a
@@ -118,6 +118,7 @@ def test_recommendations_fit_evaluate_score_and_round_trip(shop):
         assert not set(items) & set(products[(rows == i) & (kinds == "purchase")])  # bought before TEST_AT
         assert s.value == sum(x == "similar" for x in s.values["sources"]) / 5
         assert s.label == items[0] and s.model == "item_to_item" and s.method == "model"
+        assert s.version == model.artifact_version
         if s.values["sources"][0] == "similar":
             assert s.values["reasons"][0].startswith(("co-purchased with", "viewed together with"))
             assert s.explanation and s.explanation[0].feature.startswith("bought_with:")
@@ -145,15 +146,22 @@ def test_recommendations_heuristic_is_popularity_from_the_table(shop):
 def test_send_time_from_feature_hours(shop):
     train, test = shop[:2]
     model = SendTimeModel(SendTimeSettings()).fit(train)
+    metrics = model.evaluate(test)
+    assert metrics["held_out_opens"] > 300
+    assert metrics["share_within_1h"] > 0.9 > metrics["global_hour_share_within_1h"]
     table = test.features
     scores = model.score(table)
     by_id = {s.profile_id: s for s in scores}
-    # customer i clicks at 19 + i % 3 UTC
-    for i in (1, 2, 3, 4, 5):
+    # customer i clicks at 8 + (i % 5) * 3 UTC
+    checked = 0
+    for i in range(20):
         s = by_id[f"c{i}"]
         if s.values["source"] == "customer":
-            assert s.value == 19 + i % 3 and s.label == f"{19 + i % 3}:00"
-            assert s.explanation[0].feature == f"opens_at_{19 + i % 3}h"
+            hour = 8 + (i % 5) * 3
+            assert s.value == hour and s.label == f"{hour:02d}:00"
+            assert s.explanation[0].feature == f"opens_at_{hour:02d}h"
+            checked += 1
+    assert checked >= 10
     assert sum(s.values["source"] == "customer" for s in scores) > 500
     # with time zones the hour moves to local time (Paris is UTC+2 on 2026-05-01)
     table.extras["timezones"] = ["Europe/Paris"] * len(table)
@@ -170,6 +178,9 @@ def test_send_time_from_feature_hours(shop):
 def test_best_channel_from_sent_and_clicked_columns(shop):
     train, test = shop[:2]
     model = BestChannelModel(BestChannelSettings()).fit(train)
+    metrics = model.evaluate(test)
+    assert metrics["held_out_messages"] > 1000
+    assert metrics["click_rate_on_best_channel"] > 3 * metrics["click_rate_on_other_channels"]
     scores = model.score(test.features)
     right = [s.label == ("sms" if int(s.profile_id[1:]) % 2 else "email") for s in scores]
     assert np.mean(right) > 0.9
