@@ -14,6 +14,7 @@ the HTTP path costs nothing. Extras read from the :class:`FeatureTable` beyond t
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +39,35 @@ def _artifact(estimator: Any) -> Artifact:
     return Artifact(format="npz", data=estimator.to_bytes())
 
 
+def _dump(model: Any) -> Artifact:
+    """The estimator's npz artifact, or for a small shop's heuristic a JSON note of it."""
+    if model.estimator is not None:
+        return _artifact(model.estimator)
+    if model.heuristic is None:
+        raise ModelError(f"{model.name}: dump before fit")
+    body = {"format": "omnicast-engagement/1", "model": model.name, "heuristic": model.heuristic}
+    return Artifact(format="json", data=json.dumps(body).encode())
+
+
+def _load(model: Any, cls: type, artifact: Artifact) -> None:
+    if artifact.format == "json":
+        try:
+            body = json.loads(artifact.data)
+        except ValueError:
+            raise ModelError(f"{model.name}: artifact is not JSON") from None
+        if not isinstance(body, dict) or body.get("model") != model.name or not isinstance(body.get("heuristic"), str):
+            raise ModelError(f"{model.name}: not a heuristic artifact of this model")
+        model.heuristic = body["heuristic"]
+        model.estimator = None
+        return
+    model.estimator = _restore(cls, artifact)
+
+
 def _restore(cls: type, artifact: Artifact) -> Any:
     from .artifact import ArtifactError
 
     if artifact.format != "npz":
-        raise ModelError(f"expected an npz artifact, got {artifact.format!r}")
+        raise ModelError(f"expected an npz or json artifact, got {artifact.format!r}")
     try:
         return cls.from_bytes(artifact.data)  # type: ignore[attr-defined]
     except ArtifactError as exc:
@@ -120,7 +145,7 @@ class ItemToItemModel(Model):
         from .recommend import precision_recall_at_k
 
         if self.estimator is None:
-            raise ModelError("evaluate before fit")
+            return {}  # a heuristic has nothing fitted to evaluate
         k = self.settings.k  # type: ignore[attr-defined]
         table = _interactions(data.features)
         if self.trained_until is not None:  # only what happened after the training cutoff
@@ -176,14 +201,12 @@ class ItemToItemModel(Model):
         return self.estimator.scores(X)
 
     def dump(self) -> Artifact:
-        if self.estimator is None:
-            raise ModelError("dump before fit")
-        return _artifact(self.estimator)
+        return _dump(self)
 
     def load(self, artifact: Artifact) -> None:
         from .recommend import ItemToItemRecommender
 
-        self.estimator = _restore(ItemToItemRecommender, artifact)
+        _load(self, ItemToItemRecommender, artifact)
 
     def describe(self) -> dict[str, Any]:
         if self.estimator is None:
@@ -267,7 +290,7 @@ class SendTimeModel(Model):
         from ._tables import lookup
 
         if self.estimator is None:
-            raise ModelError("evaluate before fit")
+            return {}  # a heuristic has nothing fitted to evaluate
         e = self.estimator
         counts = _local_counts(data.features)
         rows = lookup(e.customer_ids_, data.features.profile_ids)
@@ -313,14 +336,12 @@ class SendTimeModel(Model):
         return self.estimator.predict_proba_for_counts(X)
 
     def dump(self) -> Artifact:
-        if self.estimator is None:
-            raise ModelError("dump before fit")
-        return _artifact(self.estimator)
+        return _dump(self)
 
     def load(self, artifact: Artifact) -> None:
         from .send_time import SendTimeOptimizer
 
-        self.estimator = _restore(SendTimeOptimizer, artifact)
+        _load(self, SendTimeOptimizer, artifact)
 
     def describe(self) -> dict[str, Any]:
         if self.estimator is None:
@@ -386,7 +407,7 @@ class BestChannelModel(Model):
         from ._tables import lookup
 
         if self.estimator is None:
-            raise ModelError("evaluate before fit")
+            return {}  # a heuristic has nothing fitted to evaluate
         e = self.estimator
         channels, sent, clicked = self._counts(data.features)
         rows = lookup(e.customer_ids_, data.features.profile_ids)
@@ -444,14 +465,12 @@ class BestChannelModel(Model):
         return alpha / (alpha + beta)
 
     def dump(self) -> Artifact:
-        if self.estimator is None:
-            raise ModelError("dump before fit")
-        return _artifact(self.estimator)
+        return _dump(self)
 
     def load(self, artifact: Artifact) -> None:
         from .best_channel import BestChannel
 
-        self.estimator = _restore(BestChannel, artifact)
+        _load(self, BestChannel, artifact)
 
     def describe(self) -> dict[str, Any]:
         if self.estimator is None:
