@@ -396,12 +396,22 @@ class FeatureTable:
         """A subset of customers (``index``: a boolean mask or integer indices)."""
         import numpy as np
 
-        idx = np.arange(len(self.profile_ids))[index]
+        n = len(self.profile_ids)
+        idx = np.arange(n)[index]
         extras = {
-            k: (v[idx] if hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1 and len(v) == len(self.profile_ids)
-                else v)
+            k: (v[idx] if hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1 and len(v) == n else v)
             for k, v in self.extras.items()
         }
+        inter = self.extras.get("interactions")
+        if isinstance(inter, dict) and "row" in inter:
+            # interactions point at rows: keep those of the kept customers, renumbered
+            new_row = np.full(n, -1)
+            new_row[idx] = np.arange(len(idx))
+            mapped = new_row[np.asarray(inter["row"], dtype=np.int64)]
+            keep = mapped >= 0
+            extras["interactions"] = {
+                k: (np.asarray(v)[keep] if k != "row" else mapped[keep]) for k, v in inter.items()
+            }
         return FeatureTable(self.as_of, [self.profile_ids[i] for i in idx], self.columns, self.X[idx], extras)
 
 

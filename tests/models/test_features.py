@@ -150,3 +150,14 @@ def test_dynamodb_events_give_the_same_features(monkeypatch):
         assert isinstance(reader, features.PerProfileActivity)
         got = features.build(reader.activity(["ann", "bob", "cy"], day(100)), ["ann", "bob", "cy"], day(45))
     np.testing.assert_allclose(got.X, expected.X, equal_nan=True)
+
+
+def test_a_subset_of_customers_keeps_its_own_interactions():
+    stores = local_stores(None)
+    tiny_shop(stores)
+    table = features.build(stores.activity.activity(None, day(100)), ["ann", "bob", "cy"], day(50))
+    assert table.extras["interactions"]["row"].tolist() == [0, 0, 0, 0, 1]  # bob (row 1) viewed p2
+    buyers = table.rows(table.column("orders") > 0)
+    assert buyers.profile_ids == ["ann", "cy"]
+    assert buyers.extras["interactions"]["row"].tolist() == [0, 0, 0, 0]  # bob's view left with bob
+    assert buyers.extras["engagement_hours"].shape == (2, 24)
