@@ -144,7 +144,7 @@ class ItemToItemModel(Model):
         """Precision@k and recall@k on the purchases after the training cutoff, against popularity."""
         from .recommend import precision_recall_at_k
 
-        if self.estimator is None:
+        if self.estimator is None or self.heuristic is not None:
             return {}  # a heuristic has nothing fitted to evaluate
         k = self.settings.k  # type: ignore[attr-defined]
         table = _interactions(data.features)
@@ -161,14 +161,28 @@ class ItemToItemModel(Model):
         }
         return self.evaluation
 
+    def use_heuristic(self, reason: str, table: FeatureTable | None = None) -> None:
+        """A small shop gets its most purchased items (popularity from ``table``, when it has
+        usable interactions), still never bought or out of stock."""
+        from ._tables import InvalidInput
+        from .recommend import PopularityRecommender
+
+        super().use_heuristic(reason, table)
+        self.estimator = None
+        if table is not None:
+            try:
+                self.estimator = PopularityRecommender().fit(_interactions(table))
+            except (ModelError, InvalidInput):
+                self.estimator = None  # scoring falls back to each chunk's own popularity
+
     def score(self, table: FeatureTable) -> list[Score]:
         from .recommend import PopularityRecommender
 
         interactions = _interactions(table)
-        if self.heuristic is not None or self.estimator is None:
-            model = PopularityRecommender().fit(interactions) if len(interactions["item_id"]) else None
-        else:
+        if self.estimator is not None:
             model = self.estimator.with_history(interactions)
+        else:
+            model = PopularityRecommender().fit(interactions) if len(interactions["item_id"]) else None
         k = self.settings.k  # type: ignore[attr-defined]
         stock = table.extras.get("in_stock")
         out: list[Score] = []
@@ -204,9 +218,24 @@ class ItemToItemModel(Model):
         return _dump(self)
 
     def load(self, artifact: Artifact) -> None:
-        from .recommend import ItemToItemRecommender
+        from .recommend import ItemToItemRecommender, PopularityRecommender
 
-        _load(self, ItemToItemRecommender, artifact)
+        _load(self, PopularityRecommender if self.heuristic else ItemToItemRecommender, artifact)
+        self._shop = None
+
+    def recommendations_for(self, profile_id: str, k: int = 10, catalog: Any = None) -> list[dict[str, Any]]:
+        """The shop site's recommendations for one customer (see :mod:`omnicast_engagement.api`):
+        in-stock products from ``catalog`` (a CatalogStore), each with why. Raises
+        :class:`~omnicast_engagement.errors.InvalidInput` (a ValueError with ``field``) on bad
+        input and :class:`ModelError` when nothing is trained."""
+        from .api import ShopRecommendations
+
+        if self.estimator is None:
+            raise ModelError("item_to_item: no trained recommender (train the models first)")
+        shop = getattr(self, "_shop", None)
+        if shop is None or shop.recommender is not self.estimator or shop.catalog is not catalog:
+            shop = self._shop = ShopRecommendations(self.estimator, catalog)
+        return shop.recommendations_for(profile_id, k)
 
     def describe(self) -> dict[str, Any]:
         if self.estimator is None:

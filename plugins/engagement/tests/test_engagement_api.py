@@ -81,3 +81,46 @@ def test_bad_input_names_the_field(model, catalog, profile_id, k, field):
         ShopRecommendations(model, catalog).recommendations_for(profile_id, k)
     assert err.value.field == field
     assert isinstance(err.value, ValueError)
+
+
+def _table(history, as_of):
+    """A FeatureTable as chalicelib.features builds it (rows = sorted profile ids)."""
+    import numpy as np
+
+    from chalicelib.plugin_api import FeatureTable
+
+    ids = sorted(set(history["customer_id"]))
+    rows = np.searchsorted(ids, history["customer_id"])
+    return FeatureTable(as_of, ids, ("orders",), np.zeros((len(ids), 1)), extras={"interactions": {
+        "row": rows, "product": np.asarray(history["item_id"]), "kind": np.full(len(rows), "purchase"),
+        "time": np.zeros(len(rows))}})
+
+
+def test_the_model_plugin_serves_the_site_and_a_small_shop_gets_popular_items(catalog):
+    from datetime import UTC, datetime
+
+    from chalicelib.plugin_api import ModelError, TrainingSet
+
+    as_of = datetime(2026, 3, 1, tzinfo=UTC)
+    trained = ItemToItemModel(RecommendationSettings(min_support=1)).fit(TrainingSet(_table(HISTORY, as_of), {}, 30))
+    assert [r["product_id"] for r in trained.recommendations_for("d", 5, catalog)] == ["stove", "mug"]
+    with pytest.raises(InvalidInput) as err:
+        trained.recommendations_for("d", 500, catalog)
+    assert err.value.field == "k"
+
+    small = ItemToItemModel(RecommendationSettings())
+    small.use_heuristic("heuristic: 6 customers < 50", _table(HISTORY, as_of))
+    artifact = small.dump()
+    assert artifact.format == "npz"
+    loaded = ItemToItemModel(RecommendationSettings())
+    loaded.heuristic = "heuristic: 6 customers < 50"  # the scoring service sets it from the card
+    loaded.load(artifact)
+    recs = loaded.recommendations_for("d", 5, catalog)
+    # stove and mug were both bought by two customers: equal popularity keeps item order
+    assert [(r["product_id"], r["source"]) for r in recs] == [("mug", "popular"), ("stove", "popular")]
+
+    untrained = ItemToItemModel(RecommendationSettings())
+    untrained.use_heuristic("heuristic: 0 customers < 50")
+    assert untrained.dump().format == "json"
+    with pytest.raises(ModelError):
+        untrained.recommendations_for("d", 5, catalog)

@@ -220,10 +220,8 @@ def test_bandit_plugin_replays_its_log_and_scores(shop):
         bad.score(test.features.rows(np.arange(2)))
 
 
-@pytest.mark.xfail(strict=True, reason="FeatureTable.rows() keeps the 'interactions' extra unchanged, so its row "
-                   "numbers point at the wrong customers after a subset (features.training_set keeps buyers only); "
-                   "fix in chalicelib/plugin_api.py, then remove this marker")
 def test_recommendations_train_on_the_cores_training_set():
+    """features.training_set keeps buyers only: the interactions must follow their customers."""
     from chalicelib.features import training_set
 
     act = activity(n=600, seed=5)
