@@ -108,6 +108,19 @@ class _BanditBase(ExplicitArtifact, BaseEstimator):
         self.n_choices_ += 1
         return self.arms[arm]
 
+    def _choose_many(self, n: int, sampled_means: Any) -> list[str]:
+        """:meth:`_choose` for ``n`` sends at once (one generator, vectorised draws)."""
+        if self.winner_ is not None:
+            self.n_choices_ += n
+            return [self.winner_] * n
+        rng = self._rng(1)
+        k = len(self.arms)
+        explore = rng.random(n) < self.min_exploration * k
+        uniform = rng.integers(k, size=n)
+        arm = np.where(explore, uniform, np.argmax(sampled_means(rng, n), axis=1))
+        self.n_choices_ += n
+        return [self.arms[a] for a in arm.tolist()]
+
     def _check_stop(self, posterior_draws: Any) -> None:
         """``posterior_draws()``: (n_samples, n_arms) posterior draws of each arm's mean reward."""
         if self.winner_ is not None or min(self.pulls_) < int(self.min_samples):
@@ -195,6 +208,13 @@ class ThompsonBandit(_BanditBase):
         """The arm to show next (``context`` is ignored: see :class:`LinearThompsonBandit`)."""
         self._init_state()
         return self._choose(lambda rng: self._draws(rng, 1)[0])
+
+    def choose_many(self, n: int) -> list[str]:
+        """The arms for the next ``n`` sends (a scoring run, a broadcast), drawn at once."""
+        self._init_state()
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise InvalidInput(f"n must be a non-negative integer, got {n!r}", field="n")
+        return self._choose_many(int(n), lambda rng, m: self._draws(rng, m))
 
     def update(self, arm: str, reward: float, context: Any = None, *, update_id: str | None = None) -> None:
         """Record that ``arm`` earned ``reward`` (1 converted, 0 not; fractions allowed)."""
@@ -321,6 +341,49 @@ class LinearThompsonBandit(_BanditBase):
         self._init_state()
         x = self._x(context)
         return self._choose(lambda rng: self._draws(rng, x, 1)[0])
+
+    def _contexts(self, contexts: Any) -> np.ndarray:
+        d = int(self.n_features)
+        try:
+            X = np.asarray(contexts, dtype=float)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"contexts must be rows of {d} numbers", field="context") from None
+        if X.ndim != 2 or X.shape[1] != d or not np.isfinite(X).all():
+            raise InvalidInput(f"contexts must be an (n, {d}) array of finite numbers", field="context")
+        return np.column_stack([np.ones(len(X)), X])
+
+    def _moments(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, sd) of each arm's expected reward at each context row: (n, n_arms) each."""
+        mean, cov = self._posterior()
+        return X1 @ mean.T, np.sqrt(np.einsum("ni,aij,nj->na", X1, cov, X1))
+
+    def choose_many(self, contexts: Any) -> list[str]:
+        """The arms for a batch of sends, one context row each, drawn at once."""
+        self._init_state()
+        X1 = self._contexts(contexts)
+        mu, sd = self._moments(X1)
+        return self._choose_many(len(X1), lambda rng, m: mu + sd * rng.standard_normal(mu.shape))
+
+    def probability_best_many(self, contexts: Any) -> np.ndarray:
+        """P(best) of each arm at each context row, shape (n, n_arms): exact for two arms (the
+        posteriors are independent normals), from ``n_samples`` / 16 draws per row otherwise."""
+        from scipy.special import ndtr
+
+        self._init_state()
+        X1 = self._contexts(contexts)
+        mu, sd = self._moments(X1)
+        if len(self.arms) == 2:
+            p0 = ndtr((mu[:, 0] - mu[:, 1]) / np.maximum(np.hypot(sd[:, 0], sd[:, 1]), 1e-12))
+            return np.column_stack([p0, 1 - p0])
+        rng = self._rng(3)
+        s = max(int(self.n_samples) // 16, 64)
+        out = np.zeros(mu.shape)
+        for start in range(0, len(mu), 2048):
+            m, v = mu[start:start + 2048], sd[start:start + 2048]
+            draws = m[:, None, :] + v[:, None, :] * rng.standard_normal((len(m), s, len(self.arms)))
+            best = np.argmax(draws, axis=2)
+            out[start:start + len(m)] = (best[:, :, None] == np.arange(len(self.arms))).mean(axis=1)
+        return out
 
     def update(self, arm: str, reward: float, context: Any = None, *, update_id: str | None = None) -> None:
         self._init_state()

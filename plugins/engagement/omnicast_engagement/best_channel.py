@@ -43,7 +43,7 @@ class BestChannel(ExplicitArtifact, BaseEstimator):
     random_state : seed of those draws
     """
 
-    def __init__(self, min_prior_strength: float = 2.0, max_prior_strength: float = 100.0, n_samples: int = 256,
+    def __init__(self, min_prior_strength: float = 2.0, max_prior_strength: float = 100.0, n_samples: int = 64,
                  random_state: int | None = 0) -> None:
         self.min_prior_strength = min_prior_strength
         self.max_prior_strength = max_prior_strength
@@ -165,33 +165,35 @@ class BestChannel(ExplicitArtifact, BaseEstimator):
         ids = per_customer
         allowed = np.zeros((len(ids), len(channels)), dtype=bool)
         index = {c: j for j, c in enumerate(channels)}
-        for i, cs in enumerate(per_customer):
-            allowed[i, [index[c] for c in cs]] = True
+        if per_customer and all(cs is per_customer[0] for cs in per_customer):  # one list for everyone
+            allowed[:, [index[c] for c in per_customer[0]]] = True
+        else:
+            for i, cs in enumerate(per_customer):
+                allowed[i, [index[c] for c in cs]] = True
         mean = np.where(allowed, alpha / (alpha + beta), -np.inf)
         best = np.argmax(mean, axis=1) if channels else np.zeros(len(ids), dtype=int)
+        n_allowed = allowed.sum(axis=1)
+        p_best = np.where(n_allowed == 1, 1.0, 0.0)
+        contested = np.flatnonzero(n_allowed > 1)  # only a choice between channels needs draws
         rng = np.random.default_rng(self.random_state)
-        out: list[ChannelChoice] = []
-        for start in range(0, len(ids), 1024):
-            block = slice(start, start + 1024)
-            a, b, ok = alpha[block], beta[block], allowed[block]
-            if not channels:
-                out.extend(ChannelChoice(None, 0.0, 0.0, 0, 0) for _ in ids[block])
-                continue
-            shape = (len(a), int(self.n_samples), len(channels))
+        for start in range(0, len(contested), 2048):
+            rows = contested[start:start + 2048]
+            shape = (len(rows), int(self.n_samples), len(channels))
             # Beta(a, b) as Gamma(a) / (Gamma(a) + Gamma(b)), in float32: half the time of rng.beta
-            ga = rng.standard_gamma(np.broadcast_to(a[:, None, :].astype(np.float32), shape), dtype=np.float32)
-            gb = rng.standard_gamma(np.broadcast_to(b[:, None, :].astype(np.float32), shape), dtype=np.float32)
-            draws = ga / (ga + gb)
-            draws = np.where(ok[:, None, :], draws, -1.0)
-            p_best = (np.argmax(draws, axis=2) == best[block, None]).mean(axis=1)
-            for i in range(len(a)):
-                r = start + i
-                j = int(best[r])
-                if not allowed[r].any():
-                    out.append(ChannelChoice(None, 0.0, 0.0, 0, 0))
-                    continue
-                out.append(ChannelChoice(channels[j], float(mean[r, j]), float(p_best[i]), int(msgs[r, j]),
-                                         int(engs[r, j])))
+            ga = rng.standard_gamma(np.broadcast_to(alpha[rows][:, None, :].astype(np.float32), shape),
+                                    dtype=np.float32)
+            gb = rng.standard_gamma(np.broadcast_to(beta[rows][:, None, :].astype(np.float32), shape),
+                                    dtype=np.float32)
+            draws = np.where(allowed[rows][:, None, :], ga / (ga + gb), -1.0)
+            p_best[rows] = (np.argmax(draws, axis=2) == best[rows, None]).mean(axis=1)
+        rate = mean[np.arange(len(ids)), best] if channels else np.zeros(len(ids))
+        out: list[ChannelChoice] = []
+        for r in range(len(ids)):
+            if not n_allowed[r]:
+                out.append(ChannelChoice(None, 0.0, 0.0, 0, 0))
+                continue
+            j = int(best[r])
+            out.append(ChannelChoice(channels[j], float(rate[r]), float(p_best[r]), int(msgs[r, j]), int(engs[r, j])))
         return out
 
     def predict(self, customer_ids: Any, reachable: Any = None) -> np.ndarray:

@@ -110,7 +110,7 @@ class ItemToItemModel(Model):
     kind = "recommendations"
     version = "1"
     title = "Item-to-item recommendations (co-purchase, co-view) with a popularity fallback"
-    outputs = ("personalised", "items", "sources", "reasons")
+    outputs = ("personalised", "items", "sources", "because", "co_purchased")
     features = ()  # reads the ``interactions`` extra
     min_customers = 50
     Settings = RecommendationSettings
@@ -176,6 +176,9 @@ class ItemToItemModel(Model):
                 self.estimator = None  # scoring falls back to each chunk's own popularity
 
     def score(self, table: FeatureTable) -> list[Score]:
+        """Up to k items per customer; ``because`` names the customer's item that each one was
+        bought (or viewed) with, ``co_purchased`` by how many customers (None, 0: popular)."""
+
         from .recommend import PopularityRecommender
 
         interactions = _interactions(table)
@@ -184,29 +187,30 @@ class ItemToItemModel(Model):
         else:
             model = PopularityRecommender().fit(interactions) if len(interactions["item_id"]) else None
         k = self.settings.k  # type: ignore[attr-defined]
-        stock = table.extras.get("in_stock")
+        if model is None:
+            return [Score(pid, self.name, self.kind, self.artifact_version, table.as_of, 0.0,
+                          {"personalised": 0.0, "items": [], "sources": [], "because": [], "co_purchased": []},
+                          (), None, self.method) for pid in table.profile_ids]
+        ids = table.profile_ids
+        idx, score, similar = model.recommend_indices(ids, k, in_stock=table.extras.get("in_stock"))
+        anchor, together, _ = model.reasons(ids, idx, similar)
+        item_ids = [*model.item_ids_.tolist(), None]  # index -1: no item
+        personalised = (similar.sum(axis=1) / k).tolist()
         out: list[Score] = []
-        recs = model.recommend(table.profile_ids, k, in_stock=stock) if model is not None else [
-            [] for _ in table.profile_ids]
-        for pid, items in zip(table.profile_ids, recs, strict=True):
-            reasons, contributions = [], []
-            for r in items:
-                if r.source == "similar":
-                    why = model.reason(pid, r.item_id)  # type: ignore[union-attr]
-                    reasons.append(model.explain(pid, r.item_id))  # type: ignore[union-attr]
-                    contributions.append(Contribution(f"bought_with:{why['because']}", float(why["co_purchased"]),
-                                                      float(r.score)))
-                else:
-                    reasons.append(f"popular: bought by {int(r.score)} customers")
-            personalised = sum(r.source == "similar" for r in items) / k
-            out.append(Score(
-                profile_id=pid, model=self.name, kind=self.kind, version=self.artifact_version, as_of=table.as_of,
-                value=personalised,
-                values={"personalised": personalised, "items": [r.item_id for r in items],
-                        "sources": [r.source for r in items], "reasons": reasons},
-                explanation=tuple(sorted(contributions, key=lambda c: -abs(c.effect))[:3]),
-                label=items[0].item_id if items else None, method=self.method,
-            ))
+        rows = zip(ids, idx.tolist(), anchor.tolist(), together.tolist(), similar.tolist(), score.tolist(),
+                   personalised, strict=True)
+        for pid, picks, anchors, counts, sims, values, share in rows:
+            n = k - picks.count(-1)
+            items = [item_ids[j] for j in picks[:n]]
+            because = [item_ids[a] for a in anchors[:n]]
+            # the three strongest co-occurrence picks explain the list (similar ones come first)
+            explanation = tuple(Contribution(f"bought_with:{because[s]}", float(counts[s]), values[s])
+                                for s in range(min(3, n)) if sims[s])
+            out.append(Score(pid, self.name, self.kind, self.artifact_version, table.as_of, share,
+                             {"personalised": share, "items": items,
+                              "sources": ["similar" if x else "popular" for x in sims[:n]],
+                              "because": because, "co_purchased": counts[:n]},
+                             explanation, items[0] if items else None, self.method))
         return out
 
     def predict_matrix(self, X: Any) -> Any:
@@ -250,7 +254,7 @@ class SendTimeSettings(PluginSettings):
     prior_strength: float = 6.0
     segment_strength: float = 24.0
     min_events: int = 3
-    n_samples: int = 128
+    n_samples: int = 64
     random_state: int = 0
 
 
@@ -385,7 +389,7 @@ class SendTimeModel(Model):
 class BestChannelSettings(PluginSettings):
     min_prior_strength: float = 2.0
     max_prior_strength: float = 100.0
-    n_samples: int = 256
+    n_samples: int = 64
     random_state: int = 0
 
 
@@ -584,16 +588,27 @@ class ThompsonBanditModel(Model):
         return self.estimator
 
     def score(self, table: FeatureTable) -> list[Score]:
+        """The arm each customer would be shown now (a Thompson draw per customer) and its
+        posterior probability of being the best arm (for this customer's context)."""
+        import numpy as np
+
         bandit = self._bandit()
+        if self.settings.context_features:  # type: ignore[attr-defined]
+            contexts = self._contexts(table)
+            arms = bandit.choose_many(contexts) if len(table) else []
+            p_best = bandit.probability_best_many(contexts) if len(table) else np.zeros((0, len(bandit.arms)))
+        else:
+            arms = bandit.choose_many(len(table))
+            p_best = np.tile([bandit.probability_best()[a] for a in bandit.arms], (len(table), 1))
+        names = list(bandit.arms)
+        stopped = bandit.stopped
         out = []
-        for pid, x in zip(table.profile_ids, self._contexts(table), strict=True):
-            arm = bandit.choose(x)
-            p = bandit.probability_best(x)
+        for pid, arm, p in zip(table.profile_ids, arms, p_best.tolist(), strict=True):
+            chosen = p[names.index(arm)]
             out.append(Score(
                 profile_id=pid, model=self.name, kind=self.kind, version=self.artifact_version, as_of=table.as_of,
-                value=float(p.get(arm, 0.0)),
-                values={"probability_best": float(p.get(arm, 0.0)), "arm": arm, "stopped": bandit.stopped},
-                explanation=tuple(Contribution(f"p_best:{a}", float(v), float(v)) for a, v in p.items()),
+                value=chosen, values={"probability_best": chosen, "arm": arm, "stopped": stopped},
+                explanation=tuple(Contribution(f"p_best:{a}", v, v) for a, v in zip(names, p, strict=True)),
                 label=arm, method=self.method,
             ))
         return out

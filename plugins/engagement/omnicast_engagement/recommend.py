@@ -97,6 +97,7 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
         self.purchasers_ = np.asarray(self.purchased_.sum(axis=0)).ravel().astype(np.int64)
         history = (purchases + view_weight * views).tocsr().astype(np.float32)
         history.eliminate_zeros()
+        history.sort_indices()  # ties in explanations go to the lowest item index
         self.history_ = history
         return views
 
@@ -207,6 +208,36 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
                            co_viewed=int(self.coview_[i, j]) if hasattr(self, "coview_") else 0)
         return out
 
+    def reasons(self, customer_ids: Any, idx: np.ndarray,
+                similar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised :meth:`reason` for the output of :meth:`recommend_indices`: for each
+        recommended item with a similarity score, the customer's item that contributed most
+        (index into ``item_ids_``, -1 for popular picks) and how many customers bought or viewed
+        the two together; arrays shaped like ``idx``."""
+        check_is_fitted(self, "similarity_")
+        anchor = np.full(idx.shape, -1, dtype=np.int64)
+        bought = np.zeros(idx.shape, dtype=np.int64)
+        viewed = np.zeros(idx.shape, dtype=np.int64)
+        rows = lookup(self.customer_ids_, customer_ids)
+        pr, ps = np.nonzero(similar & (idx >= 0) & (rows[:, None] >= 0))
+        if len(pr) == 0:
+            return anchor, bought, viewed
+        j = idx[pr, ps]
+        history = self.history_[rows[pr]]  # one history row per (customer, item) pair
+        pair = np.repeat(np.arange(len(pr)), np.diff(history.indptr))
+        contribution = history.data.astype(np.float64) * _values_at(self.similarity_, history.indices, j[pair])
+        # per pair, the largest contribution (ties: lowest item index): one stable sort of a
+        # composite key, as in _top_k_per_row
+        key = pair * 2.0 + (1.0 - contribution / (contribution.max(initial=0.0) * (1 + 1e-9) or 1.0))
+        order = np.argsort(key, kind="stable")
+        first = order[np.searchsorted(pair[order], np.arange(len(pr)))]
+        best = history.indices[first].astype(np.int64)
+        anchor[pr, ps] = best
+        if hasattr(self, "copurchase_"):
+            bought[pr, ps] = _values_at(self.copurchase_, best, j)
+            viewed[pr, ps] = _values_at(self.coview_, best, j)
+        return anchor, bought, viewed
+
     def explain(self, customer_id: str, item_id: str) -> str:
         """Why ``item_id`` is recommended to ``customer_id``, in one sentence."""
         r = self.reason(customer_id, item_id)
@@ -242,6 +273,7 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
         v.data = np.minimum(v.data, view_weight) if view_weight > 0 else v.data * 0
         history = (p + v).tocsr().astype(np.float32)
         history.eliminate_zeros()
+        history.sort_indices()  # ties in explanations go to the lowest item index
         new.history_ = history
         return new
 

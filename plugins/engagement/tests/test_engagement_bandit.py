@@ -178,3 +178,39 @@ def test_bad_updates_name_the_field():
     with pytest.raises(InvalidInput) as err:
         linear.update("A", 1)
     assert err.value.field == "context"
+
+
+def test_batch_choices_are_deterministic_and_keep_the_guardrails():
+    bandit = ThompsonBandit(arms=("A", "B", "C"), min_exploration=0.1, min_samples=10**9, random_state=3).fit(
+        ["A", "B", "C"] * 400, [0, 1, 0] * 400)  # B is clearly best
+    twin = ThompsonBandit.from_bytes(bandit.to_bytes())
+    batch = bandit.choose_many(20000)
+    assert batch == twin.choose_many(20000)
+    shares = {a: batch.count(a) / len(batch) for a in ("A", "B", "C")}
+    assert shares["A"] >= 0.09 and shares["C"] >= 0.09 and shares["B"] > 0.75
+    assert bandit.choose_many(5) != batch[:5] or bandit.n_choices_ == 20005  # the counter moved on
+    with pytest.raises(InvalidInput) as err:
+        bandit.choose_many(-1)
+    assert err.value.field == "n"
+
+
+def test_contextual_batch_probability_best_matches_the_sampled_one():
+    rng = np.random.default_rng(6)
+    linear = LinearThompsonBandit(arms=("A", "B"), n_features=1, min_samples=10**9, random_state=6)
+    for t in range(3000):
+        x = int(rng.random() < 0.5)
+        arm = ("A", "B")[t % 2]
+        linear.update(arm, float(rng.random() < contextual_world(x)[arm]), [x])
+    exact = linear.probability_best_many([[0.0], [1.0], [0.5]])
+    for row, x in zip(exact, (0.0, 1.0, 0.5), strict=True):
+        sampled = linear.probability_best([x])
+        assert row.tolist() == pytest.approx([sampled["A"], sampled["B"]], abs=0.03)
+    assert exact[0, 0] > 0.99 and exact[1, 1] > 0.99
+    arms = linear.choose_many(np.r_[np.zeros((2000, 1)), np.ones((2000, 1))])
+    assert arms[:2000].count("A") > 1700 and arms[2000:].count("B") > 1700
+    three = LinearThompsonBandit(arms=("A", "B", "C"), n_features=1).fit(["A", "B", "C"], [1, 0, 0], [[0], [0], [0]])
+    p = three.probability_best_many([[0.0], [2.0]])
+    assert p.shape == (2, 3) and np.allclose(p.sum(axis=1), 1.0)
+    with pytest.raises(InvalidInput) as err:
+        linear.choose_many([[0.0, 1.0]])
+    assert err.value.field == "context"

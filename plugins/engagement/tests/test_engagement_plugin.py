@@ -20,6 +20,7 @@ from omnicast_engagement.plugin import (
     SendTimeModel,
     SendTimeSettings,
     ThompsonBanditModel,
+    _interactions,
 )
 
 from chalicelib.features import build, days
@@ -120,8 +121,13 @@ def test_recommendations_fit_evaluate_score_and_round_trip(shop):
         assert s.label == items[0] and s.model == "item_to_item" and s.method == "model"
         assert s.version == model.artifact_version
         if s.values["sources"][0] == "similar":
-            assert s.values["reasons"][0].startswith(("co-purchased with", "viewed together with"))
-            assert s.explanation and s.explanation[0].feature.startswith("bought_with:")
+            because = s.values["because"][0]
+            assert because in set(products[rows == i])  # an item this customer bought or viewed
+            why = model.estimator.with_history(_interactions(table)).reason(s.profile_id, items[0])
+            assert (why["because"], why["co_purchased"]) == (because, s.values["co_purchased"][0])
+            assert s.explanation and s.explanation[0].feature == f"bought_with:{because}"
+        else:
+            assert s.values["because"][0] is None
     assert sum(s.value for s in scores) > 20  # most customers get personalised picks
     back = ItemToItemModel(RecommendationSettings(k=5))
     back.load(model.dump())

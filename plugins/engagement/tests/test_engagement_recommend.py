@@ -279,3 +279,22 @@ def test_ranking_matches_a_dense_brute_force(split):
         assert got[i].tolist() == expected
         assert got_similar[i].tolist() == [j in set(scored) for j in expected]
         assert np.allclose(got_scores[i][got_similar[i]], scores[i, got[i][got_similar[i]]])
+
+
+def test_vectorised_reasons_agree_with_reason(split):
+    train, _ = split
+    model = ItemToItemRecommender().fit(train)
+    customers = np.array([*model.customer_ids_[:300], "stranger"])
+    idx, _, similar = model.recommend_indices(customers, 10)
+    anchor, bought, viewed = model.reasons(customers, idx, similar)
+    checked = 0
+    for r, c in enumerate(customers):
+        for s in range(10):
+            why = model.reason(c, model.item_ids_[idx[r, s]])
+            if similar[r, s]:
+                assert (model.item_ids_[anchor[r, s]], bought[r, s], viewed[r, s]) == (
+                    why["because"], why["co_purchased"], why["co_viewed"])
+                checked += 1
+            else:
+                assert anchor[r, s] == -1 and why["because"] is None
+    assert checked > 2000
