@@ -101,9 +101,56 @@ def scoring_bench() -> None:
     print(f"bandit: {n / s:,.0f} choose + update per second (one process, state in memory)")
 
 
+def plugin_bench() -> None:
+    """Model.score() of each engagement plugin on a FeatureTable shaped as chalicelib.features
+    builds it (what the scoring service calls per shard), including the Score objects."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from omnicast_engagement import synthetic
+    from omnicast_engagement.plugin import (
+        BanditSettings,
+        BestChannelModel,
+        BestChannelSettings,
+        ItemToItemModel,
+        RecommendationSettings,
+        SendTimeModel,
+        SendTimeSettings,
+        ThompsonBanditModel,
+    )
+
+    from chalicelib.features import CHANNELS, COLUMNS
+    from chalicelib.plugin_api import FeatureTable, TrainingSet
+
+    data = synthetic.interactions(CUSTOMERS, ITEMS, n_groups=max(ITEMS // 20, 1), per_customer=10.0, seed=0)
+    ids, rows = np.unique(data["customer_id"], return_inverse=True)
+    rng = np.random.default_rng(2)
+    n = len(ids)
+    X = np.zeros((n, len(COLUMNS)))
+    for j, ch in enumerate(CHANNELS[:2]):
+        sent = rng.integers(0, 20, n)
+        X[:, COLUMNS.index(f"sent_{ch}")] = sent
+        X[:, COLUMNS.index(f"clicked_{ch}")] = rng.binomial(sent, 0.1 + 0.1 * j)
+    hours = rng.poisson(0.3, (n, 24)).astype(np.float32)
+    extras = {"engagement_hours": hours, "channels": CHANNELS, "interactions": {
+        "row": rows, "product": data["item_id"], "kind": data["kind"], "time": data["timestamp"] / 86400.0}}
+    table = FeatureTable(datetime(2026, 5, 1, tzinfo=UTC), ids.tolist(), COLUMNS, X, extras)
+    train = TrainingSet(table, {}, 30.0)
+    print(f"model plugins: Model.score() over a {n:,}-customer FeatureTable (Score objects included)")
+    for model in (ItemToItemModel(RecommendationSettings()), SendTimeModel(SendTimeSettings()),
+                  BestChannelModel(BestChannelSettings()), ThompsonBanditModel(BanditSettings()),
+                  ThompsonBanditModel(BanditSettings(context_features=("sent_email", "sent_sms")))):
+        _, fit_s = timed(model.fit, train)
+        scores, s = timed(model.score, table)
+        assert len(scores) == n
+        label = model.name + (" (contextual)" if getattr(model.settings, "context_features", ()) else "")
+        print(f"  {label:<30} fit {fit_s:6.2f} s   score {n / s:10,.0f} customers/s   peak {peak_mb():.0f} MB")
+
+
 def main() -> None:
     recommender_bench()
     scoring_bench()
+    plugin_bench()
 
 
 if __name__ == "__main__":
