@@ -624,10 +624,10 @@ class ThompsonBanditModel(Model):
 
     def describe(self) -> dict[str, Any]:
         b = self._bandit()
-        b.probability_best()  # initialises the state
+        b._init_state()
+        contextual = bool(self.settings.context_features)  # type: ignore[attr-defined]
         return {"params": b.get_params(), "pulls": dict(zip(b.arms, b.pulls_, strict=True)),
-                "winner": b.winner_, "explanation": b.explain() if not self.settings.context_features  # type: ignore[attr-defined]
-                else None}
+                "winner": b.winner_, "explanation": None if contextual else b.explain()}
 
 
 MODELS: tuple[type[Model], ...] = (ItemToItemModel, SendTimeModel, BestChannelModel, ThompsonBanditModel)

@@ -216,6 +216,7 @@ def test_bandit_plugin_replays_its_log_and_scores(shop):
     scores = model.score(test.features.rows(np.arange(5)))
     assert {s.label for s in scores} == {"B"} and all(s.value > 0.95 and s.values["stopped"] for s in scores)
     ctx = ThompsonBanditModel(BanditSettings(arms=("A", "B"), context_features=("orders", "views")))
+    assert ctx.describe()["pulls"] == {"A": 0, "B": 0}  # describable before any outcome
     ctx_scores = ctx.score(test.features.rows(np.arange(5)))
     assert len(ctx_scores) == 5 and all(s.label in ("A", "B") for s in ctx_scores)
     back = ThompsonBanditModel(BanditSettings(arms=("A", "B"), min_samples=100))
