@@ -58,19 +58,22 @@ class ShopRecommendations:
             self._products, self._in_stock, self._read_at = products, in_stock, now
         return self._in_stock
 
-    def recommendations_for(self, profile_id: str, k: int = 10) -> list[dict[str, Any]]:
-        """Up to ``k`` products for ``profile_id``, best first, each with why."""
+    def recommendations_for(self, profile_id: str, k: int = 10, *,
+                            exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Up to ``k`` products for ``profile_id``, best first, each with why; never one in
+        ``exclude`` (e.g. bought since the model's cutoff)."""
         if not isinstance(profile_id, str) or not profile_id.strip() or len(profile_id) > MAX_ID_CHARS:
             raise InvalidInput(f"profile_id must be a non-empty string of at most {MAX_ID_CHARS} characters",
                                field="profile_id")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {k!r}", field="k")
         stock = self._stock()
+        bought = {str(x) for x in exclude}
         if self.recent_purchases is not None:
-            bought = {str(x) for x in self.recent_purchases(profile_id)}
-            if bought:
-                allowed = stock if stock is not None else {str(x) for x in self.recommender.item_ids_}
-                stock = allowed - bought
+            bought |= {str(x) for x in self.recent_purchases(profile_id)}
+        if bought:
+            allowed = stock if stock is not None else {str(x) for x in self.recommender.item_ids_}
+            stock = allowed - bought
         (recs,) = self.recommender.recommend([profile_id], k, in_stock=stock)
         out = []
         for r in recs:

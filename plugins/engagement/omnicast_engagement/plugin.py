@@ -95,6 +95,9 @@ def _interactions(table: FeatureTable) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- recommendations
 class RecommendationSettings(PluginSettings):
+    # the scoring service trains as of now - 2 x horizon, evaluates on the next horizon and deploys
+    # a model refitted as of now - horizon: engagement goes stale faster than churn labels
+    horizon_days: float = 30.0
     k: int = 10
     similarity: str = "cosine"
     view_weight: float = 0.25
@@ -227,9 +230,11 @@ class ItemToItemModel(Model):
         _load(self, PopularityRecommender if self.heuristic else ItemToItemRecommender, artifact)
         self._shop = None
 
-    def recommendations_for(self, profile_id: str, k: int = 10, catalog: Any = None) -> list[dict[str, Any]]:
+    def recommendations_for(self, profile_id: str, k: int = 10, catalog: Any = None,
+                            exclude: Any = ()) -> list[dict[str, Any]]:
         """The shop site's recommendations for one customer (see :mod:`omnicast_engagement.api`):
-        in-stock products from ``catalog`` (a CatalogStore), each with why. Raises
+        in-stock products from ``catalog`` (a CatalogStore), each with why, leaving out
+        ``exclude`` (product ids bought since the model's cutoff). Raises
         :class:`~omnicast_engagement.errors.InvalidInput` (a ValueError with ``field``) on bad
         input and :class:`ModelError` when nothing is trained."""
         from .api import ShopRecommendations
@@ -239,7 +244,7 @@ class ItemToItemModel(Model):
         shop = getattr(self, "_shop", None)
         if shop is None or shop.recommender is not self.estimator or shop.catalog is not catalog:
             shop = self._shop = ShopRecommendations(self.estimator, catalog)
-        return shop.recommendations_for(profile_id, k)
+        return shop.recommendations_for(profile_id, k, exclude=exclude)
 
     def describe(self) -> dict[str, Any]:
         if self.estimator is None:
@@ -251,6 +256,9 @@ class ItemToItemModel(Model):
 
 # --------------------------------------------------------------------------- send time
 class SendTimeSettings(PluginSettings):
+    # the scoring service trains as of now - 2 x horizon, evaluates on the next horizon and deploys
+    # a model refitted as of now - horizon: engagement goes stale faster than churn labels
+    horizon_days: float = 30.0
     prior_strength: float = 6.0
     segment_strength: float = 24.0
     min_events: int = 3
@@ -387,6 +395,9 @@ class SendTimeModel(Model):
 
 # --------------------------------------------------------------------------- best channel
 class BestChannelSettings(PluginSettings):
+    # the scoring service trains as of now - 2 x horizon, evaluates on the next horizon and deploys
+    # a model refitted as of now - horizon: engagement goes stale faster than churn labels
+    horizon_days: float = 30.0
     min_prior_strength: float = 2.0
     max_prior_strength: float = 100.0
     n_samples: int = 64
@@ -518,6 +529,9 @@ class BestChannelModel(Model):
 
 # --------------------------------------------------------------------------- bandit
 class BanditSettings(PluginSettings):
+    # the scoring service trains as of now - 2 x horizon, evaluates on the next horizon and deploys
+    # a model refitted as of now - horizon: engagement goes stale faster than churn labels
+    horizon_days: float = 30.0
     arms: tuple[str, ...] = ("A", "B")
     context_features: tuple[str, ...] = ()  # FeatureTable columns; empty: Beta-Bernoulli
     min_exploration: float = 0.05

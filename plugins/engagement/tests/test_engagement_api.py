@@ -104,6 +104,8 @@ def test_the_model_plugin_serves_the_site_and_a_small_shop_gets_popular_items(ca
     as_of = datetime(2026, 3, 1, tzinfo=UTC)
     trained = ItemToItemModel(RecommendationSettings(min_support=1)).fit(TrainingSet(_table(HISTORY, as_of), {}, 30))
     assert [r["product_id"] for r in trained.recommendations_for("d", 5, catalog)] == ["stove", "mug"]
+    assert [r["product_id"] for r in trained.recommendations_for("d", 5, catalog, exclude=["stove"])] == ["mug"]
+    assert [r["product_id"] for r in trained.recommendations_for("d", 5, catalog)] == ["stove", "mug"]
     with pytest.raises(InvalidInput) as err:
         trained.recommendations_for("d", 500, catalog)
     assert err.value.field == "k"

@@ -88,6 +88,7 @@ def test_training_writes_a_card_and_an_explicit_artifact_for_each_model(runtime,
     m = cards["best_channel"]["metrics"]
     assert m["click_rate_on_best_channel"] > 3 * m["click_rate_on_other_channels"]
     assert cards["thompson_bandit"]["model"]["pulls"] == {"A": 0, "B": 0}
+    assert cards["item_to_item"]["horizon_days"] == 30.0  # the plugin's own horizon, not the churn one
     json.dumps(cards)  # cards are JSON
 
 
