@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/omnicast demo
 
 test: setup
+	@$(MAKE) --no-print-directory browser || echo "Chromium could not be installed (not root?): tests/browser will skip and say why"
 	$(BIN)/python -m pytest -q
 
 # headless Chromium + its chromedriver from Debian for tests/browser (root, Debian mirror reachable);

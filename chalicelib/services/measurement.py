@@ -156,6 +156,7 @@ class Snapshot:
     touches: dict[str, list[tuple[datetime, str, str]]] = field(default_factory=dict)  # profile -> touches
     orders: list[Order] = field(default_factory=list)
     orders_by_profile: dict[str, list[Order]] = field(default_factory=dict)
+    attributed: dict[str, list[Attribution]] = field(default_factory=dict)  # per model, computed once
 
 
 def sent_at(entry: LedgerEntry) -> datetime:
@@ -248,6 +249,8 @@ class Measurement:
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}")
         snap = snap or self.snapshot()
+        if model in snap.attributed:
+            return snap.attributed[model]
         out: list[Attribution] = []
         for order in snap.orders:
             eligible = [
@@ -275,6 +278,7 @@ class Measurement:
                         variant=e.detail.get("variant"), new_customer=order.new_customer,
                     )
                 )
+        snap.attributed[model] = out
         return out
 
     # ------------------------------------------------------------------ KPIs
