@@ -42,6 +42,7 @@ from chalicelib.ports import ActivityReader, JourneyStore, Stores, Timer
 log = logging.getLogger("omnicast.scoring")
 SCORING_QUEUE = "scoring"
 SHARD_SIZE = 1000
+FACTS_TTL_SECONDS = 60.0
 SCORE_HOUR_UTC = 2  # daily scoring at 02:00 UTC, training on Sundays at 01:00 UTC
 TRAIN_WEEKDAY, TRAIN_HOUR_UTC = 6, 1
 DEFAULT_HORIZON_DAYS = 90.0
@@ -77,6 +78,7 @@ class ScoringService:
         self.clock = clock
         self.reader = reader or default_reader(stores)
         self._loaded: dict[str, tuple[str, Model]] = {}  # name -> (version, model)
+        self._facts: dict[str, tuple[float, dict[str, Any]]] = {}  # profile -> (monotonic time, facts)
 
     # ------------------------------------------------------------------ which models
     def enabled(self) -> dict[str, type[Model]]:
@@ -378,6 +380,8 @@ class ScoringService:
                 continue
             batch = [s.as_dict() for s in model.score(self._table_for(model, table, buyers))]
             written += self._store().put_many(batch)
+        for pid in profile_ids:
+            self._facts.pop(pid, None)
         return len(buyers), written
 
     @staticmethod
@@ -460,6 +464,12 @@ class ScoringService:
         ``churn.probability``, ``churn.risk``, ``clv.expected_value``, ``rfm.segment``, ..."""
         if self.stores.scores is None:
             return {}
+        # segments ask once per segment per event: scores change once a day, so a minute's cache
+        # saves a read per segment on the ingest path
+        now = time.monotonic()
+        cached = self._facts.get(profile_id)
+        if cached and now - cached[0] < FACTS_TTL_SECONDS:
+            return cached[1]
         out: dict[str, Any] = {}
         for s in self.stores.scores.for_profile(profile_id):
             kind = s["kind"]
@@ -469,6 +479,9 @@ class ScoringService:
             for key, value in (s.get("values") or {}).items():
                 if isinstance(value, int | float | str | bool):
                     out[f"{kind}.{key}"] = value
+        if len(self._facts) >= 10_000:
+            self._facts.clear()
+        self._facts[profile_id] = (now, out)
         return out
 
 
