@@ -137,9 +137,13 @@ class _RecommenderBase(ExplicitArtifact, BaseEstimator):
             r = known[start:start + CHUNK]
             n = len(r)
             unknown = rows[start:start + CHUNK] < 0
-            history = self.history_[r]
-            bought = self.purchased_[r]
-            if unknown.any():  # an unknown customer has no history (row 0 is someone else's)
+            if len(self.customer_ids_) == 0:  # a history with no customers (e.g. a fresh chunk)
+                history = sparse.csr_matrix((n, len(self.item_ids_)), dtype=np.float32)
+                bought = sparse.csr_matrix((n, len(self.item_ids_)), dtype=bool)
+            else:
+                history = self.history_[r]
+                bought = self.purchased_[r]
+            if unknown.any() and len(self.customer_ids_):  # unknown: no history (row 0 is someone else's)
                 keep = sparse.diags((~unknown).astype(np.float32))
                 history = (keep @ history).tocsr()
                 bought = (keep @ bought.astype(np.float32)).astype(bool).tocsr()

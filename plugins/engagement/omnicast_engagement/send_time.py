@@ -10,8 +10,8 @@ smoothed) is the prior of each segment's, and a segment's distribution, with wei
 ``prior_strength`` pseudo-opens, is the prior of each of its customers. The best hour is the
 posterior mean's mode; a customer with fewer than ``min_events`` opens gets the segment's
 best hour instead. The confidence is the posterior probability that the chosen hour is the
-customer's most likely hour, from ``n_samples`` Dirichlet draws over the four hours with most
-weight (seeded, so repeatable).
+customer's most likely hour, from ``n_samples`` Dirichlet draws (seeded, so repeatable; see
+``_confidence`` for how the draws are kept cheap).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from ._tables import InvalidInput, column, epoch_seconds, id_column, lookup, sam
 from .artifact import ExplicitArtifact
 
 GLOBAL = "(all customers)"
-CANDIDATES = 4  # hours drawn for the confidence
+CANDIDATES = 4  # hours drawn for the confidence of a concentrated posterior
+CONCENTRATED = 0.8  # share of the posterior weight those hours must hold
 
 
 class SendTime(NamedTuple):
@@ -207,24 +208,44 @@ class SendTimeOptimizer(ExplicitArtifact, BaseEstimator):
         hour = np.where(own, np.argmax(alpha, axis=1), np.argmax(prior, axis=1))
         confidence = np.zeros(len(hour))
         if with_confidence:
-            rng = np.random.default_rng(self.random_state)
-            s = int(self.n_samples)
-            # P(hour is the argmax) under Dirichlet(alpha) is the chance that its Gamma(alpha_h)
-            # draw beats the others. Only the CANDIDATES hours with most weight (and the chosen
-            # one) are drawn: an hour outside them almost never wins, and it is 6x cheaper.
-            m = min(CANDIDATES, 24)
-            cand = np.argsort(-alpha, axis=1, kind="stable")[:, :m]
-            missing = ~(cand == hour[:, None]).any(axis=1)
-            cand[missing, m - 1] = hour[missing]
-            weights = np.take_along_axis(alpha, cand, axis=1).astype(np.float32)
-            chosen = np.argmax(cand == hour[:, None], axis=1)
-            for start in range(0, len(hour), 4096):
-                a = weights[start:start + 4096]
-                draws = rng.standard_gamma(np.broadcast_to(a[:, None, :], (len(a), s, m)), dtype=np.float32)
-                top = np.argmax(draws, axis=2)
-                confidence[start:start + len(a)] = (top == chosen[start:start + len(a), None]).mean(axis=1)
+            confidence = self._confidence(alpha, hour, events)
         return [SendTime(int(h), float(p), "customer" if o else "segment", int(e))
                 for h, p, o, e in zip(hour, confidence, own, events, strict=True)]
+
+    def _confidence(self, alpha: np.ndarray, hour: np.ndarray, events: np.ndarray) -> np.ndarray:
+        """P(``hour`` is the most likely hour) under Dirichlet(``alpha``), per row, by Monte Carlo:
+        the chance that its Gamma(alpha_h) draw beats the other hours' draws.
+
+        Kept cheap three ways: customers with the same posterior (every customer of a segment
+        without history) are drawn once, over all 24 hours; where the CANDIDATES hours with most
+        weight hold at least CONCENTRATED of it only they are drawn (an hour outside them almost
+        never wins); other posteriors draw their 12 heaviest hours. A
+        Monte Carlo estimate: with 64 draws it is within about 0.06 of the exact value, and the
+        same customer scored in another chunk can differ by that much.
+        """
+        rows, inverse = np.unique(np.column_stack([alpha, hour, events > 0]), axis=0, return_inverse=True)
+        a_all, h, seen = rows[:, :24], rows[:, 24].astype(np.int64), rows[:, 25] > 0
+        out = np.zeros(len(rows))
+        order = np.argsort(-a_all, axis=1, kind="stable")
+        top_mass = np.take_along_axis(a_all, order[:, :CANDIDATES], axis=1).sum(axis=1) / a_all.sum(axis=1)
+        tier = np.where(~seen, 0, np.where(top_mass >= CONCENTRATED, 1, 2))
+        rng = np.random.default_rng(self.random_state)
+        n_samples = int(self.n_samples)
+        for t, m, s in ((0, 24, n_samples), (1, CANDIDATES, n_samples), (2, 12, n_samples)):
+            pick = np.flatnonzero(tier == t)
+            if not len(pick):
+                continue
+            cand = order[pick, :m].copy()
+            missing = ~(cand == h[pick, None]).any(axis=1)
+            cand[missing, m - 1] = h[pick][missing]
+            weights = np.take_along_axis(a_all[pick], cand, axis=1).astype(np.float32)
+            chosen = np.argmax(cand == h[pick, None], axis=1)
+            for start in range(0, len(pick), 4096):
+                w = weights[start:start + 4096]
+                draws = rng.standard_gamma(np.broadcast_to(w[:, None, :], (len(w), s, m)), dtype=np.float32)
+                top = np.argmax(draws, axis=2)
+                out[pick[start:start + len(w)]] = (top == chosen[start:start + len(w), None]).mean(axis=1)
+        return out[inverse.ravel()]
 
     def explain(self, customer_id: str, segment: str | None = None) -> str:
         """Why this hour, for one customer."""

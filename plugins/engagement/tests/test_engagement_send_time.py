@@ -145,3 +145,20 @@ def test_bad_counts_and_parameters():
     with pytest.raises(InvalidInput) as err:
         SendTimeOptimizer(prior_strength=0).fit_counts(["a"], np.ones((1, 24)))
     assert err.value.field == "prior_strength"
+
+
+def test_confidence_matches_a_full_dirichlet_simulation():
+    table, _ = planted(n=200, events=12)
+    model = SendTimeOptimizer(n_samples=400).fit(table)
+    rng = np.random.default_rng(0)
+    counts = np.zeros((4, 24))
+    counts[1, 19] = 3  # a little history
+    counts[2, [8, 19]] = [2, 2]  # a tie
+    counts[3, 19], counts[3, 7] = 30, 4  # a clear habit
+    got = model.best_hours_for_counts(counts)
+    alpha = counts + model.prior_strength * model.global_dist_
+    for g, a in zip(got, alpha, strict=True):
+        reference = (np.argmax(rng.dirichlet(a, 20000), axis=1) == g.hour).mean()
+        assert g.confidence == pytest.approx(reference, abs=0.06), (g, reference)
+    assert got[0].confidence < 0.25  # no history: one hour among 24 is rarely sure
+    assert got[3].confidence > 0.95
