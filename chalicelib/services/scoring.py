@@ -400,7 +400,12 @@ class ScoringService:
         sets the next). Only once a model was trained (or with ``force``: ``omnicast serve``),
         so a shop that never asked for models runs no background training. On AWS the
         EventBridge schedules in ``app.py`` do this instead."""
-        if not force and not any(self.current_version(c.name) for c in self.enabled().values()):
+        try:
+            enabled = self.enabled()
+        except ConfigError as exc:  # a bad models.<kind> must not stop the runtime that asked
+            log.error("model schedule not set: %s", exc)
+            return False
+        if not force and not any(self.current_version(c.name) for c in enabled.values()):
             return False
         now = self.clock.now()
         for kind, due in (("models_score", self._next_score(now)), ("models_train", self._next_train(now))):
