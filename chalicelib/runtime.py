@@ -251,7 +251,11 @@ class Runtime:
         from chalicelib.services.erasure import ErasureService
 
         return ErasureService(self.stores.profiles, self.stores.events, self.stores.journeys, self.clock,
-                              after_erase=lambda profile_id: self.segments.update(profile_id))
+                              after_erase=self._after_erase)
+
+    def _after_erase(self, profile_id: str) -> None:
+        self.scoring.forget(profile_id)  # model scores are personal data too
+        self.segments.update(profile_id)
 
     def channel(self, kind: str) -> Channel:
         """The configured channel plugin instance for ``kind`` (created once)."""

@@ -443,6 +443,12 @@ class ScoringService:
         """A customer's current scores, each with its model, version and explanation."""
         return self._store().for_profile(profile_id)  # type: ignore[no-any-return]
 
+    def forget(self, profile_id: str) -> None:
+        """Erasure: the customer's scores go with the rest of their data."""
+        if self.stores.scores is not None:
+            self.stores.scores.forget(profile_id)
+        self._facts.pop(profile_id, None)
+
     def profile_scores(self, profile_id: str) -> dict[str, Any]:
         """``GET /admin/profiles/{id}/scores``: every current score with its explanation."""
         scores = self.for_profile(profile_id)

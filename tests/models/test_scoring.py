@@ -211,3 +211,13 @@ def test_the_local_schedule_trains_weekly_and_scores_daily(trained, clock):
     later = [t for t in rt.stores.journeys.due(clock.now() + timedelta(days=8), 50)
              if t.payload.get("kind") == "models_train"]
     assert len(later) == 1 and later[0].due_at > clock.now()  # the next week's training is set
+
+
+def test_erasure_forgets_the_customers_scores(trained):
+    rt, _ = trained
+    rt.scoring.run()
+    pid = next(p for p in rt.stores.activity.profile_ids() if rt.scoring.for_profile(p))
+    rt.stores.profiles.save(Profile(profile_id=pid, traits={"email": f"{pid}@example.com"}), 0)
+    assert rt.scoring.facts(pid)
+    rt.erasure.erase(pid)
+    assert rt.scoring.for_profile(pid) == [] and rt.scoring.facts(pid) == {}
