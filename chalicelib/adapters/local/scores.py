@@ -104,49 +104,48 @@ class SqliteActivity:
         return out
 
     def activity(self, profile_ids: list[str] | None, until: datetime) -> Activity:
+        import numpy as np
+
         a = Activity()
-        orders = self._select(
-            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
-            "COALESCE(json_extract(e.payload, '$.properties.total'), "
-            "json_extract(e.payload, '$.properties.revenue'), 0), "
-            "COALESCE(json_extract(e.payload, '$.properties.order_id'), e.message_id) "
-            "FROM events e WHERE e.processed=1 AND e.event='Order Completed' AND e.timestamp <= ? {profiles}",
+        # one pass over the shard's events: orders (one row per ordered product, the order's
+        # own columns on the first), views, and opens / clicks by people
+        rows = self._select(
+            "SELECT e.profile_id, e.event, julianday(e.timestamp) - 2440587.5, "
+            "CASE e.event WHEN 'Order Completed' THEN COALESCE(json_extract(e.payload, '$.properties.total'), "
+            "json_extract(e.payload, '$.properties.revenue'), 0) END, "
+            "CASE e.event WHEN 'Order Completed' THEN COALESCE(json_extract(e.payload, '$.properties.order_id'), "
+            "e.message_id) WHEN 'Product Viewed' THEN CAST(json_extract(e.payload, '$.properties.product_id') AS TEXT) "
+            "ELSE json_extract(e.payload, '$.properties.ledger_key') END, "
+            "CASE e.event WHEN 'Product Viewed' THEN COALESCE(json_extract(e.payload, '$.properties.category'), '') "
+            "WHEN 'Email Opened' THEN 'open' WHEN 'Email Link Clicked' THEN 'click' END, "
+            "CAST(json_extract(p.value, '$.product_id') AS TEXT), p.key "
+            "FROM events e LEFT JOIN json_each(CASE WHEN e.event = 'Order Completed' THEN e.payload END, "
+            "'$.properties.products') p "
+            "WHERE e.processed=1 AND e.event IN ('Order Completed', 'Product Viewed', 'Email Opened', "
+            "'Email Link Clicked') AND e.timestamp <= ? "
+            "AND NOT (e.event IN ('Email Opened', 'Email Link Clicked') "
+            "AND COALESCE(json_extract(e.payload, '$.properties.machine'), 0)) {profiles}",
             until, profile_ids,
         )
-        if orders:
-            a.order_profile, a.order_time, totals, ids = (list(c) for c in zip(*orders, strict=True))
-            a.order_total = [float(t) if isinstance(t, int | float) else _number(t) for t in totals]
-            a.order_id = [str(i) for i in ids]
-        items = self._select(
-            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
-            "CAST(json_extract(p.value, '$.product_id') AS TEXT) "
-            "FROM events e, json_each(e.payload, '$.properties.products') p "
-            "WHERE e.processed=1 AND e.event='Order Completed' AND e.timestamp <= ? {profiles}",
-            until, profile_ids,
-        )
-        if items:
-            a.item_profile, a.item_time, a.item_product = (list(c) for c in zip(*items, strict=True))
-        views = self._select(
-            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
-            "CAST(json_extract(e.payload, '$.properties.product_id') AS TEXT), "
-            "COALESCE(json_extract(e.payload, '$.properties.category'), '') "
-            "FROM events e WHERE e.processed=1 AND e.event='Product Viewed' AND e.timestamp <= ? {profiles}",
-            until, profile_ids,
-        )
-        if views:
-            a.view_profile, a.view_time, a.view_product, a.view_category = (list(c) for c in zip(*views, strict=True))
-        engagements = self._select(
-            "SELECT e.profile_id, julianday(e.timestamp) - 2440587.5, "
-            "CASE e.event WHEN 'Email Opened' THEN 'open' ELSE 'click' END, "
-            "json_extract(e.payload, '$.properties.ledger_key') "
-            "FROM events e WHERE e.processed=1 AND e.event IN ('Email Opened', 'Email Link Clicked') "
-            "AND e.timestamp <= ? AND NOT COALESCE(json_extract(e.payload, '$.properties.machine'), 0) {profiles}",
-            until, profile_ids,
-        )
-        if engagements:
-            a.engagement_profile, a.engagement_time, a.engagement_kind, a.engagement_key = (
-                list(c) for c in zip(*engagements, strict=True)
-            )
+        if rows:
+            profile, event, t, total, ref, kind, product, key = (np.array(c, dtype=object)
+                                                                   for c in zip(*rows, strict=True))
+            is_order = event == "Order Completed"
+            first = is_order & np.array([k is None or k == 0 for k in key.tolist()], dtype=bool)
+            item = is_order & np.array([v is not None for v in product.tolist()], dtype=bool)
+            view = event == "Product Viewed"
+            eng = ~is_order & ~view
+            a.order_profile, a.order_time = profile[first].tolist(), t[first].tolist()
+            a.order_total = [float(v) if isinstance(v, int | float) else _number(v) for v in total[first].tolist()]
+            a.order_id = [str(v) for v in ref[first].tolist()]
+            a.item_profile, a.item_time, a.item_product = (profile[item].tolist(), t[item].tolist(),
+                                                           product[item].tolist())
+            a.view_profile, a.view_time = profile[view].tolist(), t[view].tolist()
+            a.view_product = [str(v) if v is not None else "" for v in ref[view].tolist()]
+            a.view_category = [str(v) for v in kind[view].tolist()]
+            a.engagement_profile, a.engagement_time = profile[eng].tolist(), t[eng].tolist()
+            a.engagement_kind = kind[eng].tolist()
+            a.engagement_key = [str(v) if v is not None else "" for v in ref[eng].tolist()]
         sends = self._select(
             "SELECT e.key, e.profile_id, e.channel, julianday(e.created_at) - 2440587.5 "
             "FROM ledger e WHERE e.status='sent' AND e.created_at <= ? {profiles}",
