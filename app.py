@@ -71,6 +71,14 @@ def track_open(token: str) -> Response:
     return Response(body=gif, status_code=200, headers={"Content-Type": "image/gif", "Cache-Control": "no-store"})
 
 
+@app.route("/v1/recommendations/{profile_id}", methods=["GET"], cors=True)
+@answers_errors
+def recommendations(profile_id: str) -> dict[str, Any]:
+    """Products for the shop's site to show this customer (write key, as the tracking API)."""
+    k = http.query("k", "") or None
+    return get_runtime().recommendations.for_profile(profile_id, k, http.headers())
+
+
 @app.route("/v1/feedback/sns", methods=["POST"], content_types=["text/plain", "application/json"])
 @answers_errors
 def sns_feedback() -> dict[str, Any]:

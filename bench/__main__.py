@@ -12,6 +12,7 @@ BENCHES = {
     "simulation": "bench.simulation",
     "cost": "bench.cost",
     "models": "bench.models",
+    "engagement": "bench.engagement",
 }
 
 

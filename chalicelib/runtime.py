@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from chalicelib.services.ingest import EventProcessor
     from chalicelib.services.journeys import JourneyEngine
     from chalicelib.services.measurement import Measurement
+    from chalicelib.services.recommendations import RecommendationsService
     from chalicelib.services.scoring import ScoringService
     from chalicelib.services.segments import SegmentService
     from chalicelib.services.send import SendService
@@ -128,6 +129,12 @@ class Runtime:
             self.stores.profiles, self.stores.events, self.stores.blobs, self.clock, on_change=self.journeys.on_segment,
             scores=cast("Callable[[str], dict[str, float]]", self.scoring.facts),
         )
+
+    @cached_property
+    def recommendations(self) -> RecommendationsService:
+        from chalicelib.services.recommendations import RecommendationsService
+
+        return RecommendationsService(self.scoring, self.credentials, self.stores)
 
     @cached_property
     def scoring(self) -> ScoringService:

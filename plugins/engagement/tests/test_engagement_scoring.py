@@ -115,3 +115,34 @@ def test_recommendations_are_trained_not_a_fallback(cards):
     metrics = cards["item_to_item"]["metrics"]
     assert metrics["customers"] > 50
     assert metrics["precision_at_k"] > 1.5 * metrics["popularity_precision_at_k"]
+
+
+def test_the_shop_site_gets_recommendations_over_http(runtime, cards):
+    """GET /v1/recommendations/{profile_id} through the Chalice app, with the trained model."""
+    import base64
+
+    from chalice.test import Client
+
+    import app as app_module
+    from chalicelib.ports import Product
+
+    for item in range(120):
+        runtime.stores.catalog.put(Product(f"p{item}", "-", title=f"Item {item}", price=10.0 + item, currency="EUR",
+                                           stock=0 if item % 10 == 0 else 5))
+    set_runtime(runtime)
+    key = runtime.credentials.create_key("write", "site")
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    with Client(app_module.app) as client:
+        r = client.http.get("/v1/recommendations/c1?k=5", headers=auth)
+        assert r.status_code == 200, r.body
+        body = json.loads(r.body)
+        items = body["items"]
+        assert body["model"] == "item_to_item" and body["version"] == cards["item_to_item"]["version"]
+        assert 0 < len(items) <= 5 and all(int(i["product_id"][1:]) % 10 for i in items)  # nothing out of stock
+        bought = {p["product_id"] for e in runtime.stores.events.for_profile("c1", limit=200)
+                  if e.event == "Order Completed" for p in e.payload["properties"]["products"]}
+        assert not bought & {i["product_id"] for i in items}  # nothing already bought
+        assert all(i["reason"] for i in items)
+        assert client.http.get("/v1/recommendations/c1?k=many", headers=auth).status_code == 400
+        assert json.loads(client.http.get("/v1/recommendations/c1?k=x", headers=auth).body)["field"] == "k"
+        assert client.http.get("/v1/recommendations/c1").status_code == 401
