@@ -162,9 +162,9 @@ def test_orders_are_attributed_within_the_windows_last_touch_first(sent, smtp_se
 
 
 def test_windows_are_configurable(make_runtime, smtp_server, clock):
-    import app as app_module  # noqa: F401 - the routes register the runtime's services
     from chalice.test import Client
 
+    import app as app_module
     from chalicelib.runtime import set_runtime
 
     rt = make_runtime(smtp_server, measurement={"windows_hours": {"click": 1, "open": 1, "delivery": 0}})
@@ -323,9 +323,9 @@ def test_experiment_reports_each_variant_against_control(rec_runtime, outbox):
         if e.detail["variant"] == "b":
             user = rt.stores.profiles.get(e.profile_id).identifiers["user_id"]
             emit(rt, "track", userId=user, event="Order Completed", properties={"order_id": user, "total": 1})
-    import app as app_module
     from chalice.test import Client
 
+    import app as app_module
     from chalicelib.runtime import set_runtime
 
     set_runtime(rt)
