@@ -13,7 +13,8 @@ churn, CLV and RFM models are trained on it. The measured process then:
 
 Peak memory is the scoring process's peak RSS (``resource.getrusage``): building the
 shop and training run in child processes, so they do not count.
-``BENCH_MODELS_CUSTOMERS`` (default 100,000) and ``BENCH_MODELS_SHARD`` (20,000) set the size.
+``BENCH_MODELS_CUSTOMERS`` (default 100,000), ``BENCH_MODELS_SHARD`` (10,000) and
+``BENCH_MODELS_PROCESSES`` (2) set the size.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 N = int(os.environ.get("BENCH_MODELS_CUSTOMERS", "100000"))
-SHARD = int(os.environ.get("BENCH_MODELS_SHARD", "20000"))
+SHARD = int(os.environ.get("BENCH_MODELS_SHARD", "10000"))
 PROCESSES = int(os.environ.get("BENCH_MODELS_PROCESSES", "2"))
 TARGET_CUSTOMERS, TARGET_SECONDS, TARGET_MB = 1_000_000, 60.0, 2048
 MODELS = ["churn", "clv", "rfm"]
