@@ -176,7 +176,9 @@ def experiment(journey: str) -> Any:
     if not splits:
         raise BadRequest(f"journey {journey!r} has no split step", field="journey")
     split = splits[0]
-    return rt.measurement.experiment(journey, control=split.control, horizon=split.horizon)
+    result = rt.measurement.experiment(journey, control=split.control, horizon=split.horizon)
+    result["mode"] = split.mode
+    return result
 
 
 # --------------------------------------------------------------------------- journeys

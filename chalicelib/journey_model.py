@@ -123,6 +123,7 @@ class SplitStep(Step):
     goto: dict[str, str] = Field(default_factory=dict)  # variant -> step id (default: next)
     control: str | None = None  # the variant the others are compared with (default "control", else the first)
     horizon: int | None = Field(default=None, gt=0)  # units per variant before the result is read (fixed horizon)
+    mode: Literal["fixed", "bandit"] = "fixed"  # bandit: the bandit model plugin shifts traffic to the winner
 
     @model_validator(mode="after")
     def _weights(self) -> SplitStep:

@@ -27,6 +27,7 @@ from chalicelib.services.webhooks import WebhookService, WebhookSources
 
 if TYPE_CHECKING:
     from chalicelib.services.authoring import Authoring
+    from chalicelib.services.bandit_splits import BanditSplits
     from chalicelib.services.catalog import CatalogService
     from chalicelib.services.erasure import ErasureService
     from chalicelib.services.feedback import FeedbackService
@@ -110,8 +111,26 @@ class Runtime:
             default_timezone=self.settings.send_policy.default_timezone,
             scores=self.scoring.facts,  # branch and exit rules can read model scores
         )
+        engine.bandit = self.bandit_splits
         engine.schedule_broadcasts()
         return engine
+
+    @cached_property
+    def bandit_splits(self) -> BanditSplits:
+        from chalicelib.journey_model import SplitStep
+        from chalicelib.services.bandit_splits import BanditSplits
+
+        def experiment(journey: str) -> dict[str, Any]:
+            definition = self.journeys.registry.get(journey)
+            splits = [s for s in definition.steps if isinstance(s, SplitStep)] if definition else []
+            control = splits[0].control if splits else None
+            return self.measurement.experiment(journey, control=control)
+
+        def bandit() -> Any:
+            cls = self.scoring.enabled().get("bandit")
+            return self.scoring._new(cls) if cls is not None else None
+
+        return BanditSplits(experiment, bandit)
 
     @cached_property
     def processor(self) -> EventProcessor:

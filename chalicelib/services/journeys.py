@@ -134,6 +134,7 @@ class JourneyEngine:
         self.registry = registry or JourneyRegistry()
         self.default_timezone = default_timezone
         self.scores = scores  # callable(profile_id) -> dict[str, float], once models exist
+        self.bandit: Any = None  # BanditSplits: variants of `mode: bandit` splits, when the runtime has it
 
     def schedule_broadcasts(self) -> int:
         """A timer for each scheduled broadcast still ahead (conditional: scheduling twice is harmless)."""
@@ -458,8 +459,16 @@ class JourneyEngine:
                         return
                     index += 1
                 case SplitStep():
-                    variant = split_variant(state.profile_id, journey.name, step.id, step.variants)
-                    state.data = {**state.data, "variant": variant, f"split_{step.id}": variant}
+                    variant, why = None, "fixed weights"
+                    if step.mode == "bandit" and self.bandit is not None:
+                        try:
+                            variant, why = self.bandit.choose(journey.name, step, state.profile_id)
+                        except Exception:
+                            log.exception("bandit split %s.%s failed; fixed weights decide", journey.name, step.id)
+                    if variant not in step.variants:
+                        variant = split_variant(state.profile_id, journey.name, step.id, step.variants)
+                    state.data = {**state.data, "variant": variant, f"split_{step.id}": variant,
+                                  f"split_{step.id}_why": why}
                     target = step.goto.get(variant, "next")
                     if target != "next":
                         self._goto(journey, state, index, target)

@@ -343,4 +343,57 @@ def test_experiment_reports_each_variant_against_control(rec_runtime, outbox):
     assert result["control"] == "control" and rows["b"]["units"] == n_b and rows["b"]["conversions"] == n_b
     assert rows["control"]["conversions"] == 0 and rows["b"]["probability_to_beat_control"] > 0.99
     assert rows["b"]["low"] > 0
-    assert "fixed horizon of 10" in result["status"]
+    assert "fixed horizon of 10" in result["status"] and result["mode"] == "fixed"
+
+
+def test_a_bandit_split_shifts_traffic_to_the_variant_that_converts(rec_runtime, outbox):
+    from chalicelib.journey_model import load_journey
+    from tests.unit.test_journeys import customer, emit
+
+    rt = rec_runtime(plugins={"allow": ["engagement"]})
+    assert rt.scoring.enabled()["bandit"].name == "thompson_bandit"
+    rt.journeys.registry.add(load_journey({
+        "name": "offer_test", "trigger": {"event": "Offer Me"},
+        "steps": [{"id": "ab", "type": "split", "mode": "bandit", "variants": {"control": 1, "b": 1},
+                   "goto": {"b": "mail_b"}},
+                  {"id": "mail_a", "type": "send", "channel": "email", "template": "welcome", "then": "end"},
+                  {"id": "mail_b", "type": "send", "channel": "email", "template": "welcome_tips"}]}))
+    rt.bandit_splits.refresh_seconds = 0  # read the evidence again at every choice
+
+    def wave(prefix, n):
+        for i in range(n):
+            customer(rt, f"{prefix}{i}")
+            emit(rt, "track", userId=f"{prefix}{i}", event="Offer Me")
+        return [e for e in rt.stores.ledger.all() if e.journey == "offer_test" and e.status == "sent"
+                and rt.stores.profiles.get(e.profile_id).identifiers["user_id"].startswith(prefix)]
+
+    first = wave("w1-", 30)
+    rt.clock.advance(timedelta(hours=2))
+    for e in first:  # variant b converts, control does not
+        if e.detail["variant"] == "b":
+            user = rt.stores.profiles.get(e.profile_id).identifiers["user_id"]
+            emit(rt, "track", userId=user, event="Order Completed", properties={"order_id": user, "total": 5})
+    assert {e.detail["variant"] for e in first} == {"control", "b"}
+    second = wave("w2-", 40)
+    share_b = sum(e.detail["variant"] == "b" for e in second) / len(second)
+    assert share_b >= 0.8  # the bandit moved the traffic to the winner
+    state = rt.stores.journeys.for_profile(second[0].profile_id)[0]
+    assert state.data["split_ab_why"].startswith("bandit (thompson_bandit): P(best)")
+
+
+def test_a_bandit_split_without_a_bandit_plugin_uses_the_fixed_weights(rec_runtime, outbox):
+    from chalicelib.journey_model import load_journey
+    from chalicelib.services.journeys import split_variant
+    from tests.unit.test_journeys import customer, emit
+
+    rt = rec_runtime()  # no model plugins at all
+    rt.journeys.registry.add(load_journey({
+        "name": "offer_test", "trigger": {"event": "Offer Me"},
+        "steps": [{"id": "ab", "type": "split", "mode": "bandit", "variants": {"control": 1, "b": 1}},
+                  {"id": "mail", "type": "send", "channel": "email", "template": "welcome"}]}))
+    customer(rt, "solo")
+    emit(rt, "track", userId="solo", event="Offer Me")
+    (entry,) = [e for e in rt.stores.ledger.all() if e.journey == "offer_test"]
+    assert entry.detail["variant"] == split_variant(entry.profile_id, "offer_test", "ab", {"control": 1, "b": 1})
+    state = rt.stores.journeys.for_profile(entry.profile_id)
+    assert any(s.data.get("split_ab_why", "").startswith("no bandit model plugin") for s in state)

@@ -567,6 +567,17 @@ class ThompsonBanditModel(Model):
             return LinearThompsonBandit(n_features=len(s.context_features), **common)
         return ThompsonBandit(**common)
 
+    def make_estimator(self, arms: tuple[str, ...], seed: int) -> Any:
+        """A fresh Beta-Bernoulli bandit over ``arms`` with this plugin's guardrails, its draws
+        seeded by ``seed``: the core's bandit split fits it to the measured results and asks it
+        for one customer's variant."""
+        from .bandit import ThompsonBandit
+
+        s = self.settings
+        assert isinstance(s, BanditSettings)
+        return ThompsonBandit(arms=arms, min_exploration=s.min_exploration, stop_probability=s.stop_probability,
+                              min_samples=s.min_samples, max_expected_loss=s.max_expected_loss, random_state=seed)
+
     def _contexts(self, table: FeatureTable) -> Any:
         import numpy as np
 
