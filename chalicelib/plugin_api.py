@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -305,6 +306,12 @@ class Contribution(NamedTuple):
         return {"feature": self.feature, "value": self.value, "effect": self.effect}
 
 
+@functools.lru_cache(maxsize=64)
+def _isoformat(at: datetime) -> str:
+    # a scoring run writes one cutoff on millions of scores: format it once
+    return at.isoformat()
+
+
 @dataclass(slots=True)
 class Score:
     """One model's verdict on one customer as of a cutoff, with its explanation.
@@ -333,12 +340,12 @@ class Score:
             "model": self.model,
             "kind": self.kind,
             "version": self.version,
-            "as_of": self.as_of.isoformat(),
+            "as_of": _isoformat(self.as_of),
             "value": self.value,
             "values": self.values,
             "label": self.label,
             "method": self.method,
-            "explanation": [c.as_dict() for c in self.explanation],
+            "explanation": [{"feature": c[0], "value": c[1], "effect": c[2]} for c in self.explanation],
         }
 
     @classmethod
