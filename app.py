@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from chalice import Chalice, Rate, Response
+from chalice import Chalice, Cron, Rate, Response
 
 from chalicelib.admin_routes import admin
 from chalicelib.dashboard import dashboard
@@ -152,13 +152,13 @@ def scoring_worker(event: Any) -> None:
         get_runtime().handle_message("scoring", json.loads(record.body))
 
 
-@app.schedule(Rate(1, unit=Rate.DAYS))
+@app.schedule(Cron(0, 2, "*", "*", "?", "*"))  # 02:00 UTC daily, as the local runner
 def model_scoring(event: Any) -> dict[str, int]:
     # fan the day's scoring run out over the scoring queue, one message per shard
     return {"shards": get_runtime().scoring.enqueue()}
 
 
-@app.schedule(Rate(7, unit=Rate.DAYS))
+@app.schedule(Cron(0, 1, "?", "*", "SUN", "*"))  # Sundays 01:00 UTC, before that day's scoring
 def model_training(event: Any) -> dict[str, Any]:
     # retrain every enabled model on a time-based split; each writes a versioned artifact + card
     cards = get_runtime().scoring.train()
