@@ -107,6 +107,20 @@ BUILT_IN_SEGMENTS = [
             },
         }
     ),
+    Segment.parse(
+        {
+            "name": "churn_risk",
+            "description": "The churn model gives 70% or more; starts the churn_save journey",
+            "rule": {"score": "churn.probability", "op": ">=", "value": 0.7},
+        }
+    ),
+    Segment.parse(
+        {
+            "name": "predicted_vip",
+            "description": "The CLV model expects 400 or more over the next year",
+            "rule": {"score": "clv.expected_value", "op": ">=", "value": 400},
+        }
+    ),
 ]
 
 
