@@ -13,6 +13,7 @@ BENCHES = {
     "cost": "bench.cost",
     "models": "bench.models",
     "engagement": "bench.engagement",
+    "channels": "bench.channels",
 }
 
 

@@ -14,7 +14,9 @@ import json
 import secrets as pysecrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.clock import Clock, iso
 from chalicelib.errors import BadRequest, Unauthorized
@@ -44,6 +46,24 @@ class Credentials:
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
+        # webhook secrets and the signing key, read once per cache period: every webhook and
+        # every tracked link needs them, and on AWS each read is an SSM call (40 TPS by default)
+        self._values: dict[str, tuple[float, Any]] = {}
+
+    def _cached(self, name: str, load: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._values.get(name)
+            if hit and hit[0] > now:
+                return hit[1]
+        value = load()
+        with self._lock:
+            self._values[name] = (now + self._cache_seconds, value)
+        return value
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._values.pop(name, None)
 
     # ------------------------------------------------------------------ keys
     def create_key(self, kind: str, name: str) -> str:
@@ -127,27 +147,40 @@ class Credentials:
         # newest sorts last; the random part keeps two secrets added in the same millisecond
         name = f"{WEBHOOK}{source}/{int(self.clock.now().timestamp() * 1000):013d}-{pysecrets.token_hex(4)}"
         self.secrets.put(name, secret)
+        self._forget(f"webhook:{source}")
         return name
 
     def webhook_secrets(self, source: str) -> list[str]:
-        """Every active secret of a source, newest first (rotation keeps the old one a while)."""
-        names = sorted(self.secrets.names(f"{WEBHOOK}{source}/"), reverse=True)
-        return [v for v in (self.secrets.get(n) for n in names) if v]
+        """Every active secret of a source, newest first (rotation keeps the old one a while).
+
+        Read at most once per cache period per process: a secret added or removed elsewhere
+        takes effect within ``cache_seconds``; here, at once."""
+
+        def load() -> list[str]:
+            names = sorted(self.secrets.names(f"{WEBHOOK}{source}/"), reverse=True)
+            return [v for v in (self.secrets.get(n) for n in names) if v]
+
+        return list(self._cached(f"webhook:{source}", load))
 
     def remove_webhook_secrets(self, source: str) -> int:
         names = self.secrets.names(f"{WEBHOOK}{source}/")
         for n in names:
             self.secrets.delete(n)
+        self._forget(f"webhook:{source}")
         return len(names)
 
     # ------------------------------------------------------------------ signed tokens
     def signing_key(self) -> bytes:
-        value = self.secrets.get(SIGNING)
-        if value is None:
-            self.secrets.put(SIGNING, pysecrets.token_urlsafe(32))
+        def load() -> bytes:
             value = self.secrets.get(SIGNING)
-        assert value is not None
-        return value.encode()
+            if value is None:
+                self.secrets.put(SIGNING, pysecrets.token_urlsafe(32))
+                value = self.secrets.get(SIGNING)
+            assert value is not None
+            return value.encode()
+
+        key: bytes = self._cached(SIGNING, load)
+        return key
 
     def sign(self, purpose: str, data: dict[str, str], ttl_seconds: int | None = None) -> str:
         """A compact URL-safe token: base64(json) + '.' + HMAC-SHA256, bound to ``purpose``."""

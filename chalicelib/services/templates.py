@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from liquid import DictLoader, Environment, FalsyStrictUndefined
+from liquid import CachingDictLoader, Environment, FalsyStrictUndefined
 from liquid.exceptions import LiquidError
 
 from chalicelib.errors import BadRequest
@@ -188,7 +188,17 @@ class TemplateRenderer:
         )
         self.templates: dict[str, Template] = {t.key: t for t in items}
         self.partials = {**PARTIALS, **(partials or {})}
-        self.env = Environment(loader=DictLoader(self.partials), undefined=FalsyStrictUndefined)
+        # partials parsed once (CachingDictLoader), not at every include
+        self.env = Environment(loader=CachingDictLoader(self.partials), undefined=FalsyStrictUndefined)
+        self._compiled: dict[str, Any] = {}  # source -> parsed template: parsing costs more than rendering
+
+    def _template(self, source: str) -> Any:
+        compiled = self._compiled.get(source)
+        if compiled is None:
+            if len(self._compiled) > 2000:  # edited templates leave old sources behind
+                self._compiled.clear()
+            compiled = self._compiled[source] = self.env.from_string(source)
+        return compiled
 
     def validate(self, template: Template) -> None:
         for part in ("subject", "text", "html"):
@@ -219,7 +229,7 @@ class TemplateRenderer:
         """(subject, text, html) of template ``name`` for ``context``, in the profile's locale."""
         profile = context.get("profile") or {}
         template = self.pick(name, profile.get("locale") if isinstance(profile, dict) else None)
-        subject = " ".join(self.env.from_string(template.subject).render(**context).split())
-        text = self.env.from_string(template.text).render(**context)
-        html = self.env.from_string(template.html).render(**context) if template.html else text_to_html(text)
+        subject = " ".join(self._template(template.subject).render(**context).split())
+        text = self._template(template.text).render(**context)
+        html = self._template(template.html).render(**context) if template.html else text_to_html(text)
         return subject, text, html
