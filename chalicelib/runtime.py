@@ -197,7 +197,54 @@ class Runtime:
         load_templates(sender, self.stores.blobs)
         sender.tracking = self.tracking
         sender.inbound = self.inbound
+        sender.scores_used = self.scores_used
         return sender
+
+    def score_refs(self, journey_name: str) -> set[str]:
+        """Score paths (``churn.probability``) a journey decides on: in its trigger segment's
+        rule, its trigger condition and its branch rules."""
+        from chalicelib.journey_model import BranchStep
+
+        def refs(node: Any) -> set[str]:
+            if hasattr(node, "model_dump"):  # a parsed rule
+                node = node.model_dump(by_alias=True)
+            if isinstance(node, dict):
+                found = {str(node["score"])} if isinstance(node.get("score"), str) else set()
+                for value in node.values():
+                    found |= refs(value)
+                return found
+            if isinstance(node, list):
+                return set().union(*(refs(v) for v in node)) if node else set()
+            return set()
+
+        journey = self.journeys.registry.get(journey_name)
+        if journey is None:
+            return set()
+        found = refs(journey.trigger.condition)
+        for step in journey.steps:
+            if isinstance(step, BranchStep):
+                found |= refs(step.if_)
+        segment = journey.trigger.segment_entered
+        if segment and segment in self.segments.segments:
+            found |= refs(self.segments.segments[segment].rule)
+        return found
+
+    def scores_used(self, journey_name: str, profile_id: str) -> dict[str, Any]:
+        """For the decision log: each score the journey decides on, this customer's value, and
+        the model's explanation (the features that weighed most)."""
+        paths = self.score_refs(journey_name)
+        if not paths:
+            return {}
+        facts = self.scoring.facts(profile_id)
+        by_model = {s.get("model"): s for s in self.scoring.for_profile(profile_id)}
+        by_kind = {s.get("kind"): s for s in by_model.values()}
+        out: dict[str, Any] = {}
+        for path in sorted(paths):
+            head = path.split(".")[0]
+            score = by_kind.get(head) or by_model.get(head) or {}
+            out[path] = {"value": facts.get(path), "model": score.get("model"), "version": score.get("version"),
+                         "as_of": score.get("as_of"), "explanation": score.get("explanation")}
+        return out
 
     @cached_property
     def tracking(self) -> Tracking:

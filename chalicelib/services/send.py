@@ -145,6 +145,8 @@ class SendService:
         self.throttle = ProviderThrottle()
         self.tracking: Any = None  # link and open tracking, when the runtime has it
         self.inbound: Any = None  # applies feedback a send returned (a dead push token), when the runtime has it
+        # journey -> the model scores it decides on, with this customer's values and explanations
+        self.scores_used: Any = None
 
     # ------------------------------------------------------------------ entry points
     def choose_channel(self, profile: Profile | None, task: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -159,6 +161,19 @@ class SendService:
                 return fallback, None, f" (fallback: {task['channel']}: {problem})"
             problem = f"{problem}; fallback {fallback}: {second}"
         return task["channel"], problem, ""
+
+    def _scores_detail(self, task: dict[str, Any]) -> dict[str, Any]:
+        """The model scores behind this message (a journey triggered by a score segment or
+        branching on a score), with the customer's values and their explanations, so the
+        decision log can say why the model thought so."""
+        if self.scores_used is None:
+            return {}
+        try:
+            used = self.scores_used(task["journey"], task["profile_id"])
+        except Exception:
+            log.exception("reading the scores behind %s failed", task["journey"])
+            return {}
+        return {"scores": used} if used else {}
 
     def handle(self, task: dict[str, Any]) -> str:
         """Process one send task from the queue. Returns the ledger status it left."""
@@ -200,6 +215,7 @@ class SendService:
                 "entity": task["entity"],
                 "priority": task.get("priority", 5),
                 **({"variant": task["context"]["variant"]} if task.get("context", {}).get("variant") else {}),
+                **self._scores_detail(task),
             },
         )
         if not self.ledger.claim(entry):

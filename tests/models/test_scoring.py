@@ -156,6 +156,14 @@ def test_scores_feed_segments_and_journey_rules(trained):
     states = rt.stores.journeys.for_profile(risky)
     assert [s.journey for s in states if s.journey == "churn_save"] == ["churn_save"]
     assert not [s for s in rt.stores.journeys.for_profile(safe) if s.journey == "churn_save"]
+    # the decision log says which scores the message rests on, with the model's explanation
+    rt.drain()
+    (entry,) = [e for e in rt.stores.ledger.for_profile(risky) if e.journey == "churn_save"]
+    used = entry.detail["scores"]
+    assert set(used) == {"churn.probability", "clv.expected_value"}
+    assert used["churn.probability"]["value"] == facts[risky]["churn.probability"] >= 0.7
+    assert used["churn.probability"]["model"] == "churn" and used["churn.probability"]["explanation"]
+    assert used["churn.probability"]["version"] == rt.scoring.current_version("churn")
 
 
 def test_admin_api_shows_scores_with_explanations_and_model_cards(trained):
