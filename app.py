@@ -59,6 +59,15 @@ def track_click(token: str) -> Response:
     return Response(body="", status_code=302, headers={"Location": destination, "Cache-Control": "no-store"})
 
 
+@app.route("/s/{code}", methods=["GET", "HEAD"])
+@answers_errors
+def short_link(code: str) -> Response:
+    # the short tracked links of SMS, push and messenger messages
+    request = http.request()
+    destination = get_runtime().tracking.short_click(code, request.headers.get("user-agent", ""), request.method)
+    return Response(body="", status_code=302, headers={"Location": destination, "Cache-Control": "no-store"})
+
+
 @app.route("/t/o/{token}", methods=["GET", "HEAD"])
 @answers_errors
 def track_open(token: str) -> Response:

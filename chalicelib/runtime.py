@@ -252,7 +252,7 @@ class Runtime:
 
         m = self.settings.measurement
         return Tracking(self.credentials, self.stores.events, self.stores.ledger, self.clock, self.settings.public_url,
-                        links=m.track_links, opens=m.track_opens)
+                        links=m.track_links, opens=m.track_opens, blobs=self.stores.blobs)
 
     @cached_property
     def measurement(self) -> Measurement:

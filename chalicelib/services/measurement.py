@@ -192,12 +192,12 @@ def snapshot(entries: Iterable[LedgerEntry], events: Iterable[StoredEvent]) -> S
     raw_orders: list[tuple[datetime, str, str, float]] = []
     for ev in events:
         props = ev.payload.get("properties") or {}
-        if ev.event in ("Email Opened", "Email Link Clicked"):
+        if ev.event in ("Email Opened", "Email Link Clicked", "Message Link Clicked"):
             if props.get("machine"):
                 snap.machine_hits += 1
                 continue
             key = str(props.get("ledger_key"))
-            kind = "click" if ev.event == "Email Link Clicked" else "open"
+            kind = "open" if ev.event == "Email Opened" else "click"
             counter = snap.clicks if kind == "click" else snap.opens
             counter[key] = counter.get(key, 0) + 1
             if key in by_key:

@@ -352,10 +352,13 @@ class SendService:
         except (LiquidError, KeyError) as exc:
             self.ledger.update(key, status="failed", reason=f"failed: template error: {exc}", at=now)
             return "failed"
-        if self.tracking is not None and task["channel"] == "email":
-            text, html = self.tracking.rewrite(text, html, {
-                "message_id": mid, "profile_id": profile.profile_id, "key": key, "channel": task["channel"],
-                "journey": task["journey"], "step": task["step"]})
+        if self.tracking is not None:
+            meta = {"message_id": mid, "profile_id": profile.profile_id, "key": key, "channel": task["channel"],
+                    "journey": task["journey"], "step": task["step"]}
+            if task["channel"] == "email":
+                text, html = self.tracking.rewrite(text, html, meta)
+            elif task["channel"] in ("sms", "push", "messenger"):
+                text = self.tracking.shorten(text, meta)
         headers = {}
         if task["channel"] == "email":
             headers = {

@@ -13,14 +13,17 @@ agents, HEAD requests, or a click within seconds of the send).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 import re
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from chalicelib.clock import Clock
-from chalicelib.errors import BadRequest
-from chalicelib.ports import EventStore, SendLedger, StoredEvent
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.ports import BlobStore, EventStore, SendLedger, StoredEvent
 from chalicelib.services.credentials import Credentials
 
 TOKEN_DAYS = 90
@@ -29,10 +32,14 @@ URL = re.compile(r"https?://[^\s<>\"')]+")
 HREF = re.compile(r'href="(https?://[^"]+)"')
 MACHINE_AGENTS = re.compile(
     r"googleimageproxy|yahoomailproxy|bingpreview|barracuda|mimecast|proofpoint|symantec|trendmicro|"
-    r"microsoft office|ms-office|safelinks|bot\b|crawler|spider|scanner|curl/|python-requests|headless",
+    r"microsoft office|ms-office|safelinks|bot\b|crawler|spider|scanner|curl/|python-requests|headless|"
+    r"facebookexternalhit|whatsapp/|telegrambot|slackbot|twitterbot|discordbot|skypeuripreview",
     re.IGNORECASE,
 )
 SCANNER_SECONDS = 10  # a human does not click within seconds of the send
+SHORT_PREFIX = "links/"
+SHORT_CODE = re.compile(r"[A-Za-z0-9_-]{12}")
+CLICK_EVENTS = frozenset({"Email Link Clicked", "Message Link Clicked"})
 
 
 def with_utm(url: str, channel: str, journey: str, step: str) -> str:
@@ -54,6 +61,7 @@ class Tracking:
         *,
         links: bool = True,
         opens: bool = True,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.credentials = credentials
         self.events = events
@@ -62,6 +70,53 @@ class Tracking:
         self.public_url = public_url.rstrip("/")
         self.links = links
         self.opens = opens
+        self.blobs = blobs  # short links: code -> destination, for SMS, push and messengers
+
+    # ------------------------------------------------------------------ short links
+    def short_link(self, url: str, meta: dict[str, str]) -> str:
+        """``<public_url>/s/<12 characters>``: SMS segments, push payloads and chat messages
+        have no room for a signed token, so the destination and its message are kept in the
+        blob store under a code derived (HMAC) from message and destination: the same link
+        in a retried message gets the same code, and a code cannot be guessed."""
+        if self.blobs is None:
+            return self.link(url, meta)
+        destination = with_utm(url, meta["channel"], meta["journey"], meta["step"])
+        mac = hmac.new(self.credentials.signing_key(), f"short|{meta['key']}|{destination}".encode(),
+                       hashlib.sha256).digest()
+        code = base64.urlsafe_b64encode(mac[:9]).decode()
+        record = {"u": destination, "m": meta["message_id"], "p": meta["profile_id"], "k": meta["key"],
+                  "exp": int(self.clock.now().timestamp()) + TOKEN_DAYS * 86400}
+        self.blobs.put(f"{SHORT_PREFIX}{code}.json", json.dumps(record).encode(), content_type="application/json")
+        return f"{self.public_url}/s/{code}"
+
+    def shorten(self, text: str, meta: dict[str, str]) -> str:
+        """Every link in a plain-text message (SMS, push, messenger) as a short tracked link."""
+        if not self.links:
+            return text
+        skip = (f"{self.public_url}/v1/unsubscribe", f"{self.public_url}/t/", f"{self.public_url}/s/")
+        cache: dict[str, str] = {}
+
+        def short(m: re.Match[str]) -> str:
+            url = m.group(0)
+            if url.startswith(skip):
+                return url
+            if url not in cache:
+                cache[url] = self.short_link(url, meta)
+            return cache[url]
+
+        return URL.sub(short, text)
+
+    def short_click(self, code: str, user_agent: str = "", method: str = "GET") -> str:
+        if not SHORT_CODE.fullmatch(code) or self.blobs is None:
+            raise NotFound("no such link", field="code")
+        raw = self.blobs.get(f"{SHORT_PREFIX}{code}.json")
+        if raw is None:
+            raise NotFound("no such link", field="code")
+        data = json.loads(raw)
+        if int(data.get("exp", 0)) < self.clock.now().timestamp():
+            raise BadRequest("the link has expired", field="code")
+        self._record("Message Link Clicked", {k: str(v) for k, v in data.items()}, user_agent, method)
+        return str(data["u"])
 
     # ------------------------------------------------------------------ rewriting
     def _token(self, purpose: str, data: dict[str, str]) -> str:

@@ -397,3 +397,45 @@ def test_a_bandit_split_without_a_bandit_plugin_uses_the_fixed_weights(rec_runti
     assert entry.detail["variant"] == split_variant(entry.profile_id, "offer_test", "ab", {"control": 1, "b": 1})
     state = rt.stores.journeys.for_profile(entry.profile_id)
     assert any(s.data.get("split_ab_why", "").startswith("no bandit model plugin") for s in state)
+
+
+def test_sms_links_are_short_tracked_redirects(rec_runtime, outbox):
+    """SMS, push and messenger texts get /s/<12 characters> links; a click redirects to the
+    UTM-tagged destination and counts; a link preview bot does not; unknown codes are 404."""
+    import app as app_module
+    from chalice.test import Client
+
+    from chalicelib.journey_model import load_journey
+    from chalicelib.runtime import set_runtime
+    from tests.unit.test_journeys import customer, emit
+
+    rt = rec_runtime()
+    rt.journeys.registry.add(load_journey({
+        "name": "sms_promo", "trigger": {"event": "Texts Please"}, "steps": [
+            {"id": "text", "type": "send", "channel": "sms", "template": "welcome", "purpose": "transactional"}]}))
+    customer(rt, "t1", phone="+14155550100")
+    emit(rt, "track", userId="t1", event="Texts Please")
+    (sms,) = outbox.to("sms")
+    links = re.findall(r"http://127\.0\.0\.1:8000/s/[A-Za-z0-9_\-]+", sms.text)
+    assert links and all(len(link.rsplit("/", 1)[1]) == 12 for link in links)
+    assert "shop.example" not in sms.text and "/v1/unsubscribe" in sms.text
+    rt.clock.advance(timedelta(minutes=3))
+    set_runtime(rt)
+    try:
+        with Client(app_module.app) as client:
+            path = urlparse(links[0]).path
+            r = client.http.get(path, headers={"User-Agent": BROWSER})
+            preview = client.http.get(path, headers={"User-Agent": "facebookexternalhit/1.1 Facebot Twitterbot/1.0"})
+            missing = client.http.get("/s/AAAAAAAAAAAA", headers={"User-Agent": BROWSER})
+            malformed = client.http.get("/s/x", headers={"User-Agent": BROWSER})
+    finally:
+        set_runtime(None)
+    assert r.status_code == 302 and preview.status_code == 302
+    target = urlparse(r.headers["Location"])
+    assert target.netloc == "shop.example" and parse_qs(target.query)["utm_medium"] == ["sms"]
+    assert missing.status_code == 404 and malformed.status_code == 404
+    assert json.loads(missing.body)["field"] == "code"
+    clicks = [e for e in rt.stores.events.by_source("tracking") if e.event == "Message Link Clicked"]
+    assert sorted(e.payload["properties"]["machine"] for e in clicks) == [False, True]
+    row = next(r for r in rt.measurement.kpis("channel") if r["channel"] == "sms")
+    assert row["sent"] == 1 and row["clicked"] == 1
