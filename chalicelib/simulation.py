@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import math
 import random
 import re
@@ -37,6 +38,8 @@ from typing import Any
 
 from chalicelib.clock import ManualClock, iso
 from chalicelib.plugin_api import hmac_sha256
+
+log = logging.getLogger("omnicast.simulation")
 
 ZONES = ["Europe/London", "Europe/Paris", "Europe/Berlin", "America/New_York", "America/Chicago",
          "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney"]
@@ -104,6 +107,7 @@ class SimConfig:
     cart_email_effect: float = 0.20
     holdout_percent: float = 20.0
     monthly_fixed_cost: float = 50.0  # the shop's platform and sending costs per 30 days, for ROMI and CAC
+    train_models: bool = True  # at the end, train the models on the shop's history (needs 60+ days)
     start: datetime = field(default_factory=lambda: datetime(2026, 9, 1, 0, 0, tzinfo=UTC))
 
 
@@ -579,6 +583,38 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     return result
 
 
+def train_models(runtime: Any) -> list[dict[str, Any]]:
+    """Train every enabled model on the simulated history, then score every customer."""
+    try:
+        cards = runtime.scoring.train()
+        runtime.scoring.run()
+    except Exception as exc:  # noqa: BLE001 - the models are a part of the report, never the reason it fails
+        log.warning("training on the simulated shop failed: %s", exc)
+        return [{"name": "(training)", "error": str(exc)}]
+    return list(cards)
+
+
+def _headline(card: dict[str, Any]) -> str:
+    metrics = card.get("metrics") or {}
+    keys = ("auc", "brier", "brier_base_rate", "spend_mae", "spend_mae_naive", "precision_at_k",
+            "popularity_precision_at_k", "share_within_1h", "click_rate_on_best_channel",
+            "click_rate_on_other_channels", "customers")
+    shown = [f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+             for k in keys if k in metrics and not isinstance(metrics[k], list | dict)]
+    return ", ".join(shown) or "no holdout metrics"
+
+
+def report_models(cards: list[dict[str, Any]]) -> None:
+    if not cards:
+        return
+    print("\nmodels trained on the simulated history (time-based split, metrics on the holdout):")
+    for card in cards:
+        if "error" in card:
+            print(f"  {card['name']}: {card['error']}")
+            continue
+        print(f"  {card['name']:<16} {card.get('method', 'model'):<34} {_headline(card)}")
+
+
 def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Start SMTP + the local stack, simulate, report. Returns the report's figures."""
     import socket
@@ -606,9 +642,12 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
     settings = load_settings({}, overrides={
         "data_dir": str(data_dir or scratch.name),  # type: ignore[union-attr]
         "public_url": f"http://127.0.0.1:{port}", "channels": {"email": "smtp"},
-        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port}},
         "send_policy": {"holdout_percent": config.holdout_percent},
         "measurement": {"fixed_costs": round(config.monthly_fixed_cost * config.days / 30, 2)},
+        # a quarter of history: 30-day horizons (fit, holdout, deploy), and a small shop's threshold
+        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port},
+                            "churn": {"horizon_days": 30, "min_customers": 100},
+                            "clv": {"horizon_days": 30, "value_days": 365, "min_customers": 100}},
         "shop": {"name": "Omnicast Simulated Shop", "url": "https://sim.shop"},
     })
     clock = ManualClock(config.start)
@@ -640,7 +679,12 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                 broadcast=broadcast)
         if not quiet:
             print()
-        return report(runtime, sim.truth, config, mailbox, time.perf_counter() - started, data_dir)
+        seconds = time.perf_counter() - started
+        cards = train_models(runtime) if config.train_models and config.days >= 60 else []
+        result = report(runtime, sim.truth, config, mailbox, seconds, data_dir)
+        result["models"] = cards
+        report_models(cards)
+        return result
     finally:
         stack.stop()
         smtp.stop()
