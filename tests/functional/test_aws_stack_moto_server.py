@@ -128,3 +128,58 @@ def test_signed_webhook_to_ses_through_sqs_and_dynamodb(stack):
     subjects = [(e.raw_data if isinstance(e.raw_data, str) else e.raw_data.decode()) for e in sent_emails(endpoint)]
     assert any("three things our regulars love" in s for s in subjects)
     assert len(subjects) == 3  # confirmation, welcome, tips: nothing twice
+
+
+def scheduled(client: Client, name: str) -> dict:
+    return client.lambda_.invoke(name, client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[])).payload
+
+
+def test_scoring_fans_out_through_sqs_and_feeds_land_in_s3(stack):
+    """The model schedules and the feed schedule against moto's server: training writes its
+    artifacts to S3, scoring fans shards out over SQS to scoring_worker, scores land in
+    DynamoDB; the daily publication writes hashed audiences and product feeds to S3."""
+    runtime, client, endpoint = stack
+    for i in range(6):
+        order = {"id": 1000 + i, "admin_graphql_api_id": f"gid://shopify/Order/{1000 + i}",
+                 "email": f"buyer{i % 3}@example.com", "currency": "EUR", "total_price": f"{20 + i}.00",
+                 "processed_at": f"2026-02-{10 + i:02d}T09:00:00Z",
+                 "customer": {"id": 500 + i % 3, "email": f"buyer{i % 3}@example.com"},
+                 "line_items": [{"product_id": 7, "variant_id": 8, "title": "Mug", "price": "20.00", "quantity": 1}]}
+        body = json.dumps(order).encode()
+        r = client.http.post("/webhooks/shopify", body=body, headers={
+            "Content-Type": "application/json", "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Webhook-Id": f"wh-score-{i}", "X-Shopify-Shop-Domain": "e2e.myshopify.com",
+            "X-Shopify-Hmac-Sha256": base64.b64encode(hmac_sha256(SECRET, body)).decode()})
+        assert r.status_code == 200
+    lambda_poll(runtime, client, "ingest", "ingest_worker")
+
+    trained = scheduled(client, "model_training")
+    assert {"churn", "clv", "rfm"} <= set(trained["trained"])
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="omnicast-e2e-data", Prefix="models/")["Contents"]]
+    assert any(k.startswith("models/churn/") and k.endswith("card.json") for k in keys)
+
+    assert scheduled(client, "model_scoring")["shards"] >= 1
+    assert lambda_poll(runtime, client, "scoring", "scoring_worker") >= 1
+    buyer = runtime.stores.profiles.resolve("email", "buyer0@example.com")
+    scores = {s["kind"]: s for s in runtime.scoring.for_profile(buyer)}
+    assert {"churn", "clv", "rfm"} <= set(scores) and all(s["explanation"] for s in scores.values())
+    # a redelivered shard changes nothing
+    assert scheduled(client, "model_scoring")["shards"] >= 1
+    lambda_poll(runtime, client, "scoring", "scoring_worker")
+    assert {s["kind"]: s["as_of"] for s in runtime.scoring.for_profile(buyer)} == {
+        k: s["as_of"] for k, s in scores.items()}
+
+    published = scheduled(client, "feeds_publish")
+    assert published
+    feeds = [o["Key"] for o in s3.list_objects_v2(Bucket="omnicast-e2e-data", Prefix="feeds/")["Contents"]]
+    assert any("/google_customer_match/" in k and k.endswith("-full.csv") for k in feeds)
+    assert any(k.startswith("feeds/products/google_merchant/") for k in feeds)
+    full = next(k for k in feeds if "/customers/meta_custom_audience/" in k and k.endswith("-full.csv"))
+    text = s3.get_object(Bucket="omnicast-e2e-data", Key=full)["Body"].read().decode()
+    import hashlib
+
+    rows = {line.split(",")[0] for line in text.splitlines()[1:]}
+    assert {hashlib.sha256(f"buyer{i}@example.com".encode()).hexdigest() for i in range(3)} <= rows
+    assert "@" not in text  # hashed, never plain

@@ -402,9 +402,9 @@ def test_a_bandit_split_without_a_bandit_plugin_uses_the_fixed_weights(rec_runti
 def test_sms_links_are_short_tracked_redirects(rec_runtime, outbox):
     """SMS, push and messenger texts get /s/<12 characters> links; a click redirects to the
     UTM-tagged destination and counts; a link preview bot does not; unknown codes are 404."""
-    import app as app_module
     from chalice.test import Client
 
+    import app as app_module
     from chalicelib.journey_model import load_journey
     from chalicelib.runtime import set_runtime
     from tests.unit.test_journeys import customer, emit

@@ -193,7 +193,8 @@ class ItemToItemModel(Model):
         if model is None:
             return [Score(pid, self.name, self.kind, self.artifact_version, table.as_of, 0.0,
                           {"personalised": 0.0, "items": [], "sources": [], "because": [], "co_purchased": []},
-                          (), None, self.method) for pid in table.profile_ids]
+                          (Contribution("no_purchase_or_view_yet", 0.0, 0.0),), None, self.method)
+                    for pid in table.profile_ids]
         ids = table.profile_ids
         idx, score, similar = model.recommend_indices(ids, k, in_stock=table.extras.get("in_stock"))
         anchor, together, _ = model.reasons(ids, idx, similar)
@@ -209,6 +210,10 @@ class ItemToItemModel(Model):
             # the three strongest co-occurrence picks explain the list (similar ones come first)
             explanation = tuple(Contribution(f"bought_with:{because[s]}", float(counts[s]), values[s])
                                 for s in range(min(3, n)) if sims[s])
+            if not explanation and n:  # nothing co-occurs with this customer's items: the shop's bestsellers
+                explanation = tuple(Contribution(f"popular:{items[s]}", 0.0, values[s]) for s in range(min(3, n)))
+            if not explanation:
+                explanation = (Contribution("no_item_in_stock", 0.0, 0.0),)
             out.append(Score(pid, self.name, self.kind, self.artifact_version, table.as_of, share,
                              {"personalised": share, "items": items,
                               "sources": ["similar" if x else "popular" for x in sims[:n]],
@@ -488,7 +493,8 @@ class BestChannelModel(Model):
                 values={"rate": c.rate, "channel": c.channel, "probability_best": c.probability_best,
                         "messages": c.messages, "engagements": c.engagements},
                 explanation=(Contribution(f"clicked_{c.channel}", float(c.engagements), c.rate),
-                             Contribution(f"sent_{c.channel}", float(c.messages), 0.0)) if c.channel else (),
+                             Contribution(f"sent_{c.channel}", float(c.messages), 0.0)) if c.channel
+                else (Contribution("no_reachable_channel", 0.0, 0.0),),
                 label=c.channel, method=self.method,
             ))
         return out
