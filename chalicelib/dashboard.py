@@ -32,7 +32,6 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 from chalice import Blueprint, Response
 
-from chalicelib.dashboard_page import render_login, render_page
 from chalicelib.errors import BadRequest, OmnicastError, Unauthorized
 from chalicelib.http import Http, answers_errors, get_runtime
 
@@ -40,6 +39,13 @@ log = logging.getLogger("omnicast.dashboard")
 
 dashboard = Blueprint(__name__)
 http = Http(dashboard)
+
+def _page() -> Any:
+    """The HTML template module, imported on the first page view (not at every cold start)."""
+    from chalicelib import dashboard_page
+
+    return dashboard_page
+
 
 SESSION_COOKIE = "omnicast_dashboard"
 SESSION_PURPOSE = "dashboard-session"
@@ -150,15 +156,15 @@ def page() -> Response:
     except Unauthorized as exc:
         # a first visit (nothing sent) gets the form without an error
         first_visit = _header_key() is None and _session_token() is None
-        return _html(render_login(None if first_visit else exc.message), status=401)
-    return _html(render_page(dashboard_data(rt, period_from_query())))
+        return _html(_page().render_login(None if first_visit else exc.message), status=401)
+    return _html(_page().render_page(dashboard_data(rt, period_from_query())))
 
 
 @dashboard.route("/admin/dashboard", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
 @answers_errors
 def sign_in() -> Response:
     if not _same_origin():
-        return _html(render_login("cross-site sign-in refused"), status=403)
+        return _html(_page().render_login("cross-site sign-in refused"), status=403)
     form = parse_qs(http.body().decode("utf-8", "replace"), keep_blank_values=True)
     if form.get("action") == ["sign-out"]:
         return _html("", status=303, extra={"Location": "dashboard", "Set-Cookie": _cookie("", 0)})
@@ -167,7 +173,7 @@ def sign_in() -> Response:
     try:
         rt.credentials.check_admin_key(key)
     except Unauthorized as exc:
-        return _html(render_login(exc.message), status=401)
+        return _html(_page().render_login(exc.message), status=401)
     token = rt.credentials.sign(SESSION_PURPOSE, {"k": _key_hash(key)}, ttl_seconds=SESSION_SECONDS)
     # 303: the browser follows with a GET, so a reload does not post the key again
     return _html("", status=303, extra={"Location": "dashboard", "Set-Cookie": _cookie(token, SESSION_SECONDS)})

@@ -212,7 +212,13 @@ class JourneyStore(Protocol):
         """Overwrite an existing state (step, status, data changes)."""
         ...
 
-    def for_profile(self, profile_id: str) -> list[JourneyState]: ...
+    def for_profile(
+        self, profile_id: str, *, journey: str | None = None, statuses: tuple[str, ...] | None = None
+    ) -> list[JourneyState]:
+        """A profile's journey states, oldest first; only one journey's, or only those in
+        ``statuses``, when given (the event path reads active states only: a repeating
+        journey leaves many finished runs behind)."""
+        ...
 
     def schedule(self, timer: Timer) -> bool:
         """Store a timer unless one with the same id exists. True if new."""

@@ -203,9 +203,7 @@ class JourneyEngine:
         return out
 
     def _exits_and_waits(self, name: str, event: StoredEvent, profile: Profile) -> None:
-        for state in self.store.for_profile(profile.profile_id):
-            if state.status not in ACTIVE:
-                continue
+        for state in self.store.for_profile(profile.profile_id, statuses=ACTIVE):
             journey = self.registry.get(state.journey, state.version)
             if journey is None:
                 continue
@@ -271,8 +269,8 @@ class JourneyEngine:
         else:
             runs = [
                 s
-                for s in self.store.for_profile(profile.profile_id)
-                if s.journey == journey.name and s.entity.split("#", 1)[0] == key
+                for s in self.store.for_profile(profile.profile_id, journey=journey.name)
+                if s.entity.split("#", 1)[0] == key
             ]
             if runs:
                 last = max(runs, key=lambda s: int(s.entity.partition("#")[2] or 1))

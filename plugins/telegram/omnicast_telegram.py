@@ -71,7 +71,7 @@ SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 class TelegramSettings(PluginSettings):
     # a settings error must not echo what was given: it may be the token
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, defer_build=True)
 
     bot_token: SecretStr  # from BotFather; part of every request path, never printed
     base_url: str = Field("https://api.telegram.org", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")

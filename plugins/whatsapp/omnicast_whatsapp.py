@@ -85,7 +85,7 @@ class WhatsAppTemplate(PluginSettings):
 
 class WhatsAppSettings(PluginSettings):
     # a settings error must not echo what was given: it may be the token
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, defer_build=True)
 
     access_token: SecretStr  # a system user's permanent token
     phone_number_id: str = Field(pattern=r"^\d{1,30}$")  # the business number's id, not the number

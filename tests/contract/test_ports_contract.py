@@ -147,6 +147,19 @@ def test_journey_states_enter_once_and_update(stores):
     assert stores.journeys.get("p1", "cart", "nope") is None
 
 
+def test_journey_states_by_journey_and_status(stores):
+    stores.journeys.enter(state("c1", status="exited"))
+    stores.journeys.enter(state("c2", status="waiting", entered_at=T0 + timedelta(hours=1)))
+    stores.journeys.enter(state("-", journey="cart_offer", entered_at=T0 + timedelta(hours=2)))  # a prefix name
+    stores.journeys.enter(state("-", journey="welcome", profile_id="p2"))
+    assert [(x.journey, x.entity) for x in stores.journeys.for_profile("p1", journey="cart")] == [
+        ("cart", "c1"), ("cart", "c2")]
+    assert [(x.journey, x.entity) for x in stores.journeys.for_profile("p1", statuses=("active", "waiting"))] == [
+        ("cart", "c2"), ("cart_offer", "-")]
+    assert [x.entity for x in stores.journeys.for_profile("p1", journey="cart", statuses=("exited",))] == ["c1"]
+    assert stores.journeys.for_profile("p1", journey="nope") == []
+
+
 def test_timers_fire_once_in_due_order(stores):
     for i, minutes in enumerate([5, 1, 3, 10]):
         assert stores.journeys.schedule(Timer(f"t{i}", T0 + timedelta(minutes=minutes), {"i": i})) is True

@@ -396,8 +396,20 @@ class DynamoJourneyStore(_Table):
     def put(self, state: JourneyState) -> None:
         self.ddb.put_item(TableName=self.table, Item=self._item(state))
 
-    def for_profile(self, profile_id: str) -> list[JourneyState]:
-        items = self.query(KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": _s(f"JS#{profile_id}")})
+    def for_profile(
+        self, profile_id: str, *, journey: str | None = None, statuses: tuple[str, ...] | None = None
+    ) -> list[JourneyState]:
+        params: dict[str, Any] = {"KeyConditionExpression": "pk = :p",
+                                  "ExpressionAttributeValues": {":p": _s(f"JS#{profile_id}")}}
+        if journey is not None:  # journey names have no '#': the prefix is exact
+            params["KeyConditionExpression"] += " AND begins_with(sk, :j)"
+            params["ExpressionAttributeValues"][":j"] = _s(f"{journey}#")
+        if statuses is not None:
+            names = {f":s{i}": _s(v) for i, v in enumerate(statuses)}
+            params["FilterExpression"] = f"#st IN ({', '.join(names)})"
+            params["ExpressionAttributeNames"] = {"#st": "status"}
+            params["ExpressionAttributeValues"].update(names)
+        items = self.query(**params)
         return sorted((self._state(i) for i in items), key=lambda s: s.entered_at)
 
     @staticmethod

@@ -407,8 +407,17 @@ class SqliteJourneyStore:
     def put(self, state: JourneyState) -> None:
         self.db.execute("INSERT OR REPLACE INTO journey_states VALUES (?,?,?,?,?,?,?,?)", self._values(state))
 
-    def for_profile(self, profile_id: str) -> list[JourneyState]:
-        rows = self.db.query("SELECT * FROM journey_states WHERE profile_id=? ORDER BY entered_at", (profile_id,))
+    def for_profile(
+        self, profile_id: str, *, journey: str | None = None, statuses: tuple[str, ...] | None = None
+    ) -> list[JourneyState]:
+        sql, params = "SELECT * FROM journey_states WHERE profile_id=?", [profile_id]
+        if journey is not None:
+            sql += " AND journey=?"
+            params.append(journey)
+        if statuses is not None:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            params.extend(statuses)
+        rows = self.db.query(sql + " ORDER BY entered_at", tuple(params))
         return [self._row(r) for r in rows]
 
     def schedule(self, timer: Timer) -> bool:
