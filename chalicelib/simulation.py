@@ -601,7 +601,17 @@ def _headline(card: dict[str, Any]) -> str:
             "click_rate_on_other_channels", "customers")
     shown = [f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
              for k in keys if k in metrics and not isinstance(metrics[k], list | dict)]
-    return ", ".join(shown) or "no holdout metrics"
+    spend, naive = metrics.get("spend"), metrics.get("spend_naive_baseline")
+    if isinstance(spend, dict) and isinstance(naive, dict):  # CLV: error against a naive forecast
+        shown.append(f"spend MAE {spend['mae']:.1f} (naive {naive['mae']:.1f}), predicted total "
+                     f"{spend['predicted_total']:,.0f} vs actual {spend['actual_total']:,.0f}")
+    segments = metrics.get("segments")
+    if isinstance(segments, dict) and segments:  # RFM: who bought in the holdout, per segment
+        shown.append(", ".join(f"{name} {v.get('bought_in_holdout', 0):.0%} bought"
+                               for name, v in sorted(segments.items(), key=lambda kv: -kv[1].get("customers", 0))[:4]))
+    if "held_out_messages" in metrics:
+        shown.append(f"held-out messages {metrics['held_out_messages']}")
+    return ", ".join(shown) or "learns online (no holdout metrics)"
 
 
 def report_models(cards: list[dict[str, Any]]) -> None:
