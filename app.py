@@ -51,12 +51,16 @@ def shop_webhook(source: str) -> dict[str, Any]:
     return get_runtime().webhooks.accept(source, http.body(), http.headers(), dict(request.query_params or {}))
 
 
+def _redirect(destination: str) -> Response:
+    """A tracked link's answer: the signed destination, never cached (every click counts)."""
+    return Response(body="", status_code=302, headers={"Location": destination, "Cache-Control": "no-store"})
+
+
 @app.route("/t/c/{token}", methods=["GET", "HEAD"])
 @answers_errors
 def track_click(token: str) -> Response:
     request = http.request()
-    destination = get_runtime().tracking.click(token, request.headers.get("user-agent", ""), request.method)
-    return Response(body="", status_code=302, headers={"Location": destination, "Cache-Control": "no-store"})
+    return _redirect(get_runtime().tracking.click(token, request.headers.get("user-agent", ""), request.method))
 
 
 @app.route("/s/{code}", methods=["GET", "HEAD"])
@@ -64,8 +68,7 @@ def track_click(token: str) -> Response:
 def short_link(code: str) -> Response:
     # the short tracked links of SMS, push and messenger messages
     request = http.request()
-    destination = get_runtime().tracking.short_click(code, request.headers.get("user-agent", ""), request.method)
-    return Response(body="", status_code=302, headers={"Location": destination, "Cache-Control": "no-store"})
+    return _redirect(get_runtime().tracking.short_click(code, request.headers.get("user-agent", ""), request.method))
 
 
 @app.route("/t/o/{token}", methods=["GET", "HEAD"])

@@ -30,6 +30,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -48,6 +49,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 __all__ = [
     "FEEDBACK_KINDS",
     "Artifact",
+    "AwsChannel",
     "CatalogItem",
     "Channel",
     "ChannelContext",
@@ -241,6 +243,40 @@ class Channel:
     def __repr__(self) -> str:
         # settings' SecretStr fields print as '**********'
         return f"<{type(self).__name__} {self.name} ({self.channel}) {self.settings!r}>"
+
+
+class AwsChannel(Channel):
+    """A channel that talks to one AWS service through boto3: the client is made on the first
+    send (boto3's import and the client cost about 200 ms, never paid at a cold start that
+    sends nothing) from the settings' ``region`` and ``endpoint_url`` (a local AWS endpoint
+    in tests), once per instance, thread-safe. ``client_timeout`` (seconds) sets botocore's
+    connect and read timeouts with one attempt: the core retries, not botocore."""
+
+    aws_service: ClassVar[str]
+    required_packages: ClassVar[tuple[str, ...]] = ("boto3",)
+
+    def __init__(self, settings: PluginSettings, context: ChannelContext) -> None:
+        super().__init__(settings, context)
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+
+                options: dict[str, Any] = {}
+                timeout = getattr(self.settings, "timeout", None)
+                if timeout:
+                    from botocore.config import Config
+
+                    options["config"] = Config(connect_timeout=timeout, read_timeout=timeout,
+                                               retries={"max_attempts": 1})
+                self._client = boto3.session.Session().client(  # type: ignore[call-overload]
+                    self.aws_service, region_name=getattr(self.settings, "region", None),
+                    endpoint_url=getattr(self.settings, "endpoint_url", None), **options)
+            return self._client
 
 
 def mime_email(

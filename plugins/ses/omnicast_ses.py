@@ -12,13 +12,12 @@ or a paused account is not.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from chalicelib.plugin_api import (
-    Channel,
+    AwsChannel,
     OutboundMessage,
     PluginSettings,
     SendResult,
@@ -47,33 +46,15 @@ def _tag(value: str) -> str:
     return "".join(c if c.isalnum() or c in "_-.@" else "_" for c in value)[:256] or "_"
 
 
-class SesChannel(Channel):
+class SesChannel(AwsChannel):
     name = "ses"
     channel = "email"
     title = "Amazon SES"
     batch_size = 50
     rate_per_second = None  # the account's own send rate: set send_policy.provider_rate_per_second.ses
-    required_packages = ("boto3",)
+    aws_service = "sesv2"
     Settings: ClassVar[type[PluginSettings]] = SesSettings
 
-    def __init__(self, settings: PluginSettings, context: Any) -> None:
-        super().__init__(settings, context)
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import boto3
-                from botocore.config import Config
-
-                s: SesSettings = self.settings  # type: ignore[assignment]
-                self._client = boto3.session.Session().client(
-                    "sesv2", region_name=s.region, endpoint_url=s.endpoint_url,
-                    config=Config(connect_timeout=s.timeout, read_timeout=s.timeout, retries={"max_attempts": 1}),
-                )
-            return self._client
 
     def send(self, message: OutboundMessage) -> SendResult:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from chalicelib.plugin_api import (
-    Channel,
+    AwsChannel,
     DeliveryFeedback,
     OutboundMessage,
     PluginSettings,
@@ -71,30 +70,15 @@ class SnsPushSettings(PluginSettings):
         return self
 
 
-class SnsPush(Channel):
+class SnsPush(AwsChannel):
     name = "sns_push"
     channel = "push"
     title = "Mobile push (APNs, FCM) through Amazon SNS"
     max_body_chars = 2000  # the whole platform payload must stay within 4 KB
     batch_size = 1  # SNS PublishBatch takes topics, not platform endpoints
-    required_packages = ("boto3",)
+    aws_service = "sns"
     Settings: ClassVar[type[PluginSettings]] = SnsPushSettings
 
-    def __init__(self, settings: PluginSettings, context: Any) -> None:
-        super().__init__(settings, context)
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import boto3
-
-                s: SnsPushSettings = self.settings  # type: ignore[assignment]
-                self._client = boto3.session.Session().client("sns", region_name=s.region,
-                                                               endpoint_url=s.endpoint_url)
-            return self._client
 
     # ----------------------------------------------------------------- addressing
     def platform_application(self, address: str) -> tuple[str, str] | str:

@@ -9,12 +9,11 @@ Throttling and SNS's 5xx are retryable; an invalid or opted-out number is not.
 from __future__ import annotations
 
 import re
-import threading
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
-from chalicelib.plugin_api import Channel, OutboundMessage, PluginSettings, SendResult, hookimpl, sms_segments
+from chalicelib.plugin_api import AwsChannel, OutboundMessage, PluginSettings, SendResult, hookimpl, sms_segments
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 RETRYABLE = {"Throttling", "ThrottledException", "InternalError", "KMSThrottlingException"}
@@ -27,31 +26,16 @@ class SnsSmsSettings(PluginSettings):
     price_per_segment: float = Field(0.00645, ge=0)  # a US list price per outbound segment, for estimates
 
 
-class SnsSms(Channel):
+class SnsSms(AwsChannel):
     name = "sns_sms"
     channel = "sms"
     title = "SMS through Amazon SNS"
     max_body_chars = 1600
     batch_size = 1
     rate_per_second = 20.0  # SNS's default SMS throughput per account
-    required_packages = ("boto3",)
+    aws_service = "sns"
     Settings: ClassVar[type[PluginSettings]] = SnsSmsSettings
 
-    def __init__(self, settings: PluginSettings, context: Any) -> None:
-        super().__init__(settings, context)
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import boto3
-
-                s: SnsSmsSettings = self.settings  # type: ignore[assignment]
-                self._client = boto3.session.Session().client("sns", region_name=s.region,
-                                                               endpoint_url=s.endpoint_url)
-            return self._client
 
     def send(self, message: OutboundMessage) -> SendResult:
         from botocore.exceptions import BotoCoreError, ClientError
