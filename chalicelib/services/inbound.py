@@ -29,12 +29,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import struct
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.addresses import ADDRESS_TRAIT, address_text
 from chalicelib.clock import Clock, iso
 from chalicelib.config import Settings
 from chalicelib.errors import BadRequest, ConfigError, NotFound, OmnicastError, PayloadTooLarge, Unauthorized
@@ -55,15 +55,6 @@ from chalicelib.services.identity import IdentityResolver, normalise_email, norm
 
 log = logging.getLogger("omnicast.inbound")
 
-# channel kind -> the profile trait (and identifier kind) holding its address. The same table
-# as chalicelib.services.send.ADDRESS_TRAIT (a test keeps them equal): importing send.py here
-# would load the template engine on the HTTP path.
-ADDRESS_TRAIT = {
-    "email": "email",
-    "sms": "phone",
-    "push": "push_token",
-    "messenger": "chat_id",
-}
 EVENT_NAMES = {
     "delivered": "Message Delivered",
     "failed": "Message Failed",
@@ -85,14 +76,6 @@ LINK_TTL_SECONDS = 30 * 86400  # a start link in an e-mail stays usable for a mo
 # compact start-link tokens: Telegram's start parameter takes at most 64 of [A-Za-z0-9_-]
 LINK_CHANNELS = ("email", "sms", "push", "messenger", "webhook")
 LINK_MAC_BYTES = 12
-
-
-def address_text(value: Any) -> str:
-    """A profile's address as channels get it (send.address_of): a Web Push subscription kept as
-    an object is its JSON."""
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return str(value) if value else ""
 
 
 def feedback_message_id(plugin: str, fb: DeliveryFeedback) -> str:

@@ -20,7 +20,6 @@ worker continues it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from liquid.exceptions import LiquidError
 
+from chalicelib.addresses import ADDRESS_TRAIT, address_text
 from chalicelib.clock import Clock
 from chalicelib.config import Settings
 from chalicelib.plugin_api import Channel, OutboundMessage, SendResult
@@ -38,23 +38,10 @@ from chalicelib.services.templates import TemplateRenderer
 
 log = logging.getLogger("omnicast.send")
 
-# channel kind -> the profile trait holding its address; a webhook goes to the shop's own
-# endpoint (the plugin's setting) and names the customer by profile id
-ADDRESS_TRAIT = {
-    "email": "email",
-    "sms": "phone",
-    "push": "push_token",
-    "messenger": "chat_id",
-}
-
-
 def address_of(profile: Profile, channel: str) -> str | None:
     if channel == "webhook":
         return profile.profile_id
-    value = profile.traits.get(ADDRESS_TRAIT.get(channel, channel))
-    if isinstance(value, dict):  # a Web Push subscription kept as an object: its JSON
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return str(value) if value else None
+    return address_text(profile.traits.get(ADDRESS_TRAIT.get(channel, channel))) or None
 
 
 def ledger_key(task: dict[str, Any]) -> str:
