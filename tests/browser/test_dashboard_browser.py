@@ -29,6 +29,21 @@ LAUNCH_FLAGS = [
 SCREENSHOT = Path(tempfile.gettempdir()) / "omnicast-dashboard.png"
 
 
+
+def submit_and_wait(browser: Any, button_css: str, ready: Any) -> None:
+    """Click a form's submit button, wait until the old document is gone, then until ``ready``
+    holds on the new one (asking the new page too early races the navigation: Chromium answers
+    "node does not belong to the document")."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, button_css).click()
+    WebDriverWait(browser, 20).until(ec.staleness_of(old))
+    WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException, WebDriverException)).until(ready)
+
 def _browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
@@ -86,7 +101,6 @@ def signed_in(browser: Any, shop: Shop) -> dict[str, Any]:
     """Sign in through the form the way a person does; returns the JSON the page was made from."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(shop.url + "/admin/dashboard")
     assert browser.find_elements(By.CSS_SELECTOR, "form.login input#key")
@@ -95,8 +109,7 @@ def signed_in(browser: Any, shop: Shop) -> dict[str, Any]:
     # the only complaint on the sign-in page is its own 401 status (the key is missing)
     assert all("401" in e["message"] for e in login_log), login_log
     browser.find_element(By.ID, "key").send_keys(shop.admin_key)
-    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
-    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "funnel")))
+    submit_and_wait(browser, "form.login button[type=submit]", ec.presence_of_element_located((By.ID, "funnel")))
     assert browser.current_url == shop.url + "/admin/dashboard"
     status, _, body = shop.admin("/admin/dashboard/data")
     assert status == 200
@@ -211,13 +224,12 @@ def test_no_console_errors_and_a_screenshot(browser, shop, signed_in):
 def test_the_period_form_narrows_the_page_like_the_json(browser, shop, signed_in):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(shop.url + "/admin/dashboard")
     # a date input's typing format depends on the locale: set the value as the form would send it
     browser.execute_script("document.querySelector('input[name=since]').value = '2026-03-03'")
-    browser.find_element(By.CSS_SELECTOR, "form.period button[type=submit]").click()
-    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element((By.ID, "period"), "2026-03-03"))
+    submit_and_wait(browser, "form.period button[type=submit]",
+                    ec.text_to_be_present_in_element((By.ID, "period"), "2026-03-03"))
     assert browser.current_url.endswith("/admin/dashboard?since=2026-03-03&until=")
     data = json.loads(shop.admin("/admin/dashboard/data?since=2026-03-03")[2])
     cells = browser.find_elements(By.CSS_SELECTOR, "#funnel td[data-field=count]")
@@ -230,11 +242,10 @@ def test_the_period_form_narrows_the_page_like_the_json(browser, shop, signed_in
 def test_sign_out_ends_the_session(browser, shop, signed_in):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(shop.url + "/admin/dashboard")
-    browser.find_element(By.CSS_SELECTOR, "header form.sign-out button[type=submit]").click()
-    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.login input#key")))
+    submit_and_wait(browser, "header form.sign-out button[type=submit]",
+                    ec.presence_of_element_located((By.CSS_SELECTOR, "form.login input#key")))
     assert browser.get_cookie("omnicast_dashboard") is None
     browser.get(shop.url + "/admin/dashboard/data")
     assert '"unauthorized"' in browser.page_source
