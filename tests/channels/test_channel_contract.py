@@ -149,14 +149,18 @@ def web_push_harness() -> Iterator[dict[str, Any]]:
 
 @contextlib.contextmanager
 def json_api(answer: Any) -> Iterator[str]:
-    """A loopback JSON API: ``answer(path, headers, body) -> (status, json)``; yields its base URL."""
+    """A loopback API answering JSON: ``answer(path, headers, body) -> (status, json)``, the body
+    decoded as JSON or, for form posts (Twilio), as ``parse_qs`` lists; yields its base URL."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
 
     class Api(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw_body = self.rfile.read(int(self.headers["Content-Length"]))
+            form = (self.headers.get("Content-Type") or "").startswith("application/x-www-form-urlencoded")
+            body = parse_qs(raw_body.decode()) if form else json.loads(raw_body)
             status, reply = answer(self.path, self.headers, body)
             raw = json.dumps(reply).encode()
             self.send_response(status)
@@ -218,43 +222,21 @@ def whatsapp_harness() -> Iterator[dict[str, Any]]:
 def twilio_harness() -> Iterator[dict[str, Any]]:
     """A loopback Messages API: form-encoded POST with basic auth answers 201 and an SM sid, as Twilio does."""
     import base64
-    import json
-    import threading
     import uuid
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import parse_qs
 
     sid, token = "AC" + "c0" * 16, "contract-token"
+    auth = "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
 
-    class Api(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            auth = "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
-            if self.headers.get("Authorization") != auth or self.path != f"/2010-04-01/Accounts/{sid}/Messages.json":
-                status, reply = 401, {"code": 20003, "message": "Authenticate", "status": 401}
-            elif not form.get("Body") or not form.get("To", [""])[0].startswith("+"):
-                status, reply = 400, {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
-            else:
-                status, reply = 201, {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "num_segments": "1",
-                                      "to": form["To"][0], "body": form["Body"][0]}
-            raw = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+    def answer(path: str, headers: Any, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if headers.get("Authorization") != auth or path != f"/2010-04-01/Accounts/{sid}/Messages.json":
+            return 401, {"code": 20003, "message": "Authenticate", "status": 401}
+        if not form.get("Body") or not form.get("To", [""])[0].startswith("+"):
+            return 400, {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
+        return 201, {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "num_segments": "1",
+                     "to": form["To"][0], "body": form["Body"][0]}
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        yield {"account_sid": sid, "auth_token": token, "from_number": "+15005550006",
-               "base_url": f"http://127.0.0.1:{server.server_address[1]}"}
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_api(answer) as url:
+        yield {"account_sid": sid, "auth_token": token, "from_number": "+15005550006", "base_url": url}
 
 
 HARNESS = {
