@@ -1,5 +1,8 @@
-"""E-mail over SMTP: multipart text + HTML, stable Message-ID, one connection per batch.
+"""E-mail over SMTP: multipart text + HTML, stable Message-ID, one kept-alive connection.
 
+The connection is kept between sends (one channel instance per process) and closed after
+``idle_seconds`` without use, when the channel closes, or when the server drops it; a
+connection the server dropped while idle is reopened once before the message is given up.
 Errors map to retryable or not the way SMTP defines them: a 4xx reply or a dropped
 connection may succeed later; a 5xx reply will not.
 """
@@ -8,8 +11,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from email.message import EmailMessage
-from typing import ClassVar
+import threading
+import time
+from email.message import Message
+from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
 
@@ -35,6 +40,7 @@ class SmtpSettings(PluginSettings):
     from_address: str = "Omnicast Shop <shop@example.com>"
     reply_to: str | None = None
     message_id_domain: str = "omnicast.local"
+    idle_seconds: float = Field(30.0, ge=0)  # keep the connection this long between sends (0: one per batch)
 
 
 class SmtpChannel(Channel):
@@ -45,7 +51,13 @@ class SmtpChannel(Channel):
     max_body_chars = None
     Settings: ClassVar[type[PluginSettings]] = SmtpSettings
 
-    def build(self, message: OutboundMessage) -> EmailMessage:
+    def __init__(self, settings: Any, context: Any) -> None:
+        super().__init__(settings, context)
+        self._lock = threading.Lock()
+        self._conn: smtplib.SMTP | None = None
+        self._last_used = 0.0
+
+    def build(self, message: OutboundMessage) -> Message:
         s: SmtpSettings = self.settings  # type: ignore[assignment]
         return mime_email(message, from_address=s.from_address, at=self.context.clock.now(),
                           message_id_domain=s.message_id_domain, reply_to=s.reply_to)
@@ -82,31 +94,51 @@ class SmtpChannel(Channel):
     def send(self, message: OutboundMessage) -> SendResult:
         return self.send_batch([message])[0]
 
-    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
-        try:
-            conn = self._connect()
-        except smtplib.SMTPAuthenticationError as exc:
-            return [SendResult.failed(f"SMTP authentication failed ({exc.smtp_code})", retryable=False)] * len(messages)
-        except (OSError, smtplib.SMTPException) as exc:
-            # connection refused, timeouts, TLS failures: the server may be back later
-            reason = f"cannot reach the SMTP server: {type(exc).__name__}"
-            return [SendResult.failed(reason, retryable=True)] * len(messages)
-        results: list[SendResult] = []
-        try:
-            for message in messages:
-                try:
-                    results.append(self._one(conn, message))
-                except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
-                    results.append(SendResult.failed(f"connection lost: {type(exc).__name__}", retryable=True))
-                    break
-        finally:
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
-                pass
-        results += [SendResult.failed("not attempted: connection lost", retryable=True)] * (
-            len(messages) - len(results))
-        return results
+                conn.close()
+
+    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
+        s: SmtpSettings = self.settings  # type: ignore[assignment]
+        with self._lock:
+            if self._conn is not None and time.monotonic() - self._last_used > s.idle_seconds:
+                self._drop()
+            results: list[SendResult] = []
+            reused = self._conn is not None
+            while len(results) < len(messages):
+                if self._conn is None:
+                    try:
+                        self._conn = self._connect()
+                    except smtplib.SMTPAuthenticationError as exc:
+                        failed = SendResult.failed(f"SMTP authentication failed ({exc.smtp_code})", retryable=False)
+                        return results + [failed] * (len(messages) - len(results))
+                    except (OSError, smtplib.SMTPException) as exc:
+                        # connection refused, timeouts, TLS failures: the server may be back later
+                        failed = SendResult.failed(f"cannot reach the SMTP server: {type(exc).__name__}", retryable=True)
+                        return results + [failed] * (len(messages) - len(results))
+                try:
+                    results.append(self._one(self._conn, messages[len(results)]))
+                except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
+                    self._drop()
+                    if reused and isinstance(exc, smtplib.SMTPServerDisconnected):
+                        reused = False  # the server closed the kept connection while it was idle: reopen once
+                        continue
+                    results.append(SendResult.failed(f"connection lost: {type(exc).__name__}", retryable=True))
+                    results += [SendResult.failed("not attempted: connection lost", retryable=True)] * (
+                        len(messages) - len(results))
+                reused = False  # this connection has worked: a later drop is not staleness
+            self._last_used = time.monotonic()
+            if s.idle_seconds == 0:
+                self._drop()
+            return results
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
 
 
 @hookimpl

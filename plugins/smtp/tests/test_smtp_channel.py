@@ -114,3 +114,49 @@ def test_header_injection_is_refused(server, tmp_path):
     handler, port = server()
     result = channel(tmp_path, port).send(message(subject="Hi\r\nBcc: victim@example.com"))
     assert not result.ok and not result.retryable and handler.received == []
+
+
+def test_sends_share_one_kept_connection_until_idle_or_closed(server, tmp_path):
+    handler, port = server()
+    ch = channel(tmp_path, port)
+    assert all(ch.send(message(i)).ok for i in range(3))
+    assert len(handler.received) == 3 and len(handler.sessions) == 1
+    ch.close()
+    assert ch.send(message(4)).ok and len(handler.sessions) == 2  # a closed channel reconnects
+    once = channel(tmp_path, port, idle_seconds=0)
+    assert once.send(message(5)).ok and once.send(message(6)).ok
+    assert len(handler.sessions) == 4  # idle_seconds=0: a connection per send
+
+
+def test_a_connection_the_server_dropped_while_idle_is_reopened(tmp_path):
+    port = free_port()
+    first = Controller(Handler(), hostname="127.0.0.1", port=port)
+    first.start()
+    ch = channel(tmp_path, port)
+    assert ch.send(message(1)).ok
+    first.stop()  # the server goes away (closing the kept connection) and comes back
+    handler = Handler()
+    second = Controller(handler, hostname="127.0.0.1", port=port)
+    second.start()
+    try:
+        result = ch.send(message(2))
+        assert result.ok, result.error
+        assert [m["To"] for m in handler.received] == ["ann2@example.com"]
+    finally:
+        second.stop()
+
+
+def test_non_ascii_subject_names_and_bodies_survive_the_round_trip(server, tmp_path):
+    handler, port = server()
+    long_line = "x" * 1200
+    result = channel(tmp_path, port, from_address="Zoë's Shop <shop@example.com>").send(
+        message(to="Åsa Öberg <asa@example.com>", subject="Grüße — 10% off", text=f"Hallo Åsa\n{long_line}",
+                html="<p>Grüße</p>"))
+    assert result.ok
+    [msg] = handler.received
+    assert msg["Subject"] == "Grüße — 10% off"
+    assert msg["From"].addresses[0].display_name == "Zoë's Shop"
+    assert msg["To"].addresses[0].display_name == "Åsa Öberg"
+    plain, html = msg.iter_parts()
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == f"Hallo Åsa\n{long_line}"
+    assert html.get_content().strip() == "<p>Grüße</p>"
