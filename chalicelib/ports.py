@@ -220,6 +220,11 @@ class JourneyStore(Protocol):
         journey leaves many finished runs behind)."""
         ...
 
+    def last_run(self, profile_id: str, journey: str, entity: str) -> JourneyState | None:
+        """The latest run of ``entity`` in ``journey``: the state keyed ``entity`` itself or
+        ``entity#n`` with the highest n (re-entry numbers its runs), whatever its status."""
+        ...
+
     def schedule(self, timer: Timer) -> bool:
         """Store a timer unless one with the same id exists. True if new."""
         ...

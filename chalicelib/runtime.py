@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("omnicast.runtime")
 SEND_QUEUE = "send"
+JOURNEY_TIMERS = frozenset({"journey_resume", "journey_timeout", "journey_date"})  # storage-only timers
 SCORING_QUEUE = "scoring"  # shards of a scoring run (chalicelib.services.scoring)
 QUEUES = (INGEST_QUEUE, SEND_QUEUE, SCORING_QUEUE)
 
@@ -373,15 +374,26 @@ class Runtime:
         return done
 
     def tick(self, limit: int = 500) -> int:
-        """Fire due timers (each once): journey waits and deferred or retried sends."""
+        """Fire due timers (each once): journey waits and deferred or retried sends.
+
+        Journey timers are all storage: where the adapter has transactions they are taken and
+        run in one, so a timer and what it did commit together (a crash leaves both undone, to
+        be fired again), and the batch commits once. Sends, scoring and broadcasts talk to
+        providers or run long, so each of those is taken and run on its own."""
         fired = 0
-        for timer in self.stores.journeys.due(self.clock.now(), limit=limit):
-            if not self.stores.journeys.take(timer.timer_id):
-                continue  # another worker fired it
+        due = self.stores.journeys.due(self.clock.now(), limit=limit)
+        storage_only = [t for t in due if t.payload.get("kind") in JOURNEY_TIMERS]
+        if storage_only:
+            with (self.stores.transaction or nullcontext)():
+                for timer in storage_only:
+                    if self.stores.journeys.take(timer.timer_id):  # else another worker fired it
+                        self.journeys.resume(timer.payload)
+                        fired += 1
+        for timer in due:
             kind = timer.payload.get("kind")
-            if kind in ("journey_resume", "journey_timeout", "journey_date"):
-                self.journeys.resume(timer.payload)
-            elif kind == "send":
+            if kind in JOURNEY_TIMERS or not self.stores.journeys.take(timer.timer_id):
+                continue
+            if kind == "send":
                 self.sender.handle_timer(timer.payload)
             elif kind in ("models_score", "models_train"):
                 self.scoring.on_timer(timer.payload, self.stores.journeys)
@@ -397,7 +409,9 @@ class Runtime:
         """Run queues and due timers until nothing is left (tests, CLI, the simulator)."""
         report = DrainReport()
         for _ in range(max_rounds):
-            a = self.work(INGEST_QUEUE, 10)
+            # ingest takes 100 at a time here (one transaction; SQS's limit of 10 is the cloud's):
+            # fewer commits, and a page touched by several events of the batch is written once
+            a = self.work(INGEST_QUEUE, 100)
             b = self.work(SEND_QUEUE, 10)
             c = self.tick()
             report.ingested += a

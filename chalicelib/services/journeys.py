@@ -267,13 +267,8 @@ class JourneyEngine:
         if reentry in ("once", "once_per_entity"):
             run_key = key
         else:
-            runs = [
-                s
-                for s in self.store.for_profile(profile.profile_id, journey=journey.name)
-                if s.entity.split("#", 1)[0] == key
-            ]
-            if runs:
-                last = max(runs, key=lambda s: int(s.entity.partition("#")[2] or 1))
+            last = self.store.last_run(profile.profile_id, journey.name, key)
+            if last is not None:
                 if last.status in ACTIVE:
                     return False  # re-entry starts only after the previous run ended
                 if isinstance(reentry, int) and self.clock.now() - last.entered_at < timedelta(days=reentry):

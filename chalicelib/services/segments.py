@@ -183,7 +183,13 @@ class SegmentService:
         return Facts(profile, events, scores, now or self.clock.now())
 
     def members_of(self, profile: Profile) -> set[str]:
-        return {name for name, seg in self.segments.items() if evaluate(seg.rule, self.facts(profile, seg.rule))}
+        # one Facts for all segments: the events (up to 1,000) and scores are read and parsed
+        # once per evaluation, not once per segment that needs them
+        segments = list(self.segments.items())
+        events = (self.events.for_profile(profile.profile_id, limit=1000)
+                  if any(needs_events(seg.rule) for _, seg in segments) else [])
+        facts = Facts(profile, events, self.scores(profile.profile_id) if self.scores else {}, self.clock.now())
+        return {name for name, seg in segments if evaluate(seg.rule, facts)}
 
     def update(self, profile_id: str) -> tuple[set[str], set[str]]:
         """Re-evaluate one profile; save the new membership; emit enter / exit events."""

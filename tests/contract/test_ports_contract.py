@@ -160,6 +160,18 @@ def test_journey_states_by_journey_and_status(stores):
     assert stores.journeys.for_profile("p1", journey="nope") == []
 
 
+def test_last_run_is_the_highest_numbered_run_of_the_entity(stores):
+    for i, (entity, status) in enumerate([("-", "completed"), ("-#2", "completed"), ("-#10", "exited"),
+                                          ("-#9", "completed"), ("c1", "waiting"), ("c1x", "active")]):
+        stores.journeys.enter(state(entity, status=status, entered_at=T0 + timedelta(hours=i)))
+    stores.journeys.enter(state("-#11", journey="cart_offer"))  # another journey whose name shares a prefix
+    last = stores.journeys.last_run("p1", "cart", "-")
+    assert (last.entity, last.status) == ("-#10", "exited")
+    assert stores.journeys.last_run("p1", "cart", "c1").entity == "c1"  # "c1x" is another entity
+    assert stores.journeys.last_run("p1", "cart", "c9") is None
+    assert stores.journeys.last_run("p2", "cart", "-") is None
+
+
 def test_timers_fire_once_in_due_order(stores):
     for i, minutes in enumerate([5, 1, 3, 10]):
         assert stores.journeys.schedule(Timer(f"t{i}", T0 + timedelta(minutes=minutes), {"i": i})) is True

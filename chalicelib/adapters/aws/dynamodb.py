@@ -412,6 +412,13 @@ class DynamoJourneyStore(_Table):
         items = self.query(**params)
         return sorted((self._state(i) for i in items), key=lambda s: s.entered_at)
 
+    def last_run(self, profile_id: str, journey: str, entity: str) -> JourneyState | None:
+        items = self.query(KeyConditionExpression="pk = :p AND begins_with(sk, :e)",
+                           ExpressionAttributeValues={":p": _s(f"JS#{profile_id}"), ":e": _s(f"{journey}#{entity}")})
+        runs = [s for s in (self._state(i) for i in items)
+                if s.journey == journey and (s.entity == entity or s.entity.startswith(f"{entity}#"))]
+        return max(runs, key=lambda s: int(s.entity.partition("#")[2] or 1), default=None)
+
     @staticmethod
     def _shard(timer_id: str) -> int:
         return hashlib.sha256(timer_id.encode()).digest()[0] % TIMER_SHARDS

@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS journey_states (
     entered_at TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (profile_id, journey, entity)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS journey_states_live ON journey_states (profile_id)
+    WHERE status IN ('active','waiting','waiting_event');
 CREATE TABLE IF NOT EXISTS timers (
     timer_id TEXT PRIMARY KEY, due_at TEXT NOT NULL, payload TEXT NOT NULL
 );
@@ -71,6 +73,9 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+LIVE_STATUSES = frozenset({"active", "waiting", "waiting_event"})  # journey_states_live's condition
 
 
 class Database:
@@ -306,15 +311,19 @@ class SqliteSendLedger:
         provider_message_id: str | None = None,
         detail: JSON | None = None,
     ) -> None:
-        with self.db.tx() as conn:
-            row = conn.execute("SELECT detail, provider_message_id FROM ledger WHERE key=?", (key,)).fetchone()
-            if row is None:
-                raise KeyError(key)
-            merged = {**json.loads(row[0]), **(detail or {})}
-            conn.execute(
-                "UPDATE ledger SET status=?, reason=?, updated_at=?, provider_message_id=?, detail=? WHERE key=?",
-                (status, reason, iso(at), provider_message_id or row[1], _dumps(merged), key),
-            )
+        # one statement (the detail merged by json_set in SQLite) instead of a read-modify-write
+        # transaction: a send updates its entry two or three times
+        merge, params = "detail", []
+        for name, value in (detail or {}).items():
+            merge = f"json_set({merge}, ?, json(?))"
+            params += ['$."' + name.replace('"', '\\"') + '"', _dumps(value)]
+        changed = self.db.execute(
+            f"UPDATE ledger SET status=?, reason=?, updated_at=?, "
+            f"provider_message_id=COALESCE(?, provider_message_id), detail={merge} WHERE key=?",
+            (status, reason, iso(at), provider_message_id, *params, key),
+        )
+        if changed == 0:
+            raise KeyError(key)
 
     def transition(self, key: str, *, from_status: str, to_status: str, at: Any) -> bool:
         return (
@@ -410,15 +419,30 @@ class SqliteJourneyStore:
     def for_profile(
         self, profile_id: str, *, journey: str | None = None, statuses: tuple[str, ...] | None = None
     ) -> list[JourneyState]:
-        sql, params = "SELECT * FROM journey_states WHERE profile_id=?", [profile_id]
+        live = statuses is not None and set(statuses) <= LIVE_STATUSES
+        sql = f"SELECT * FROM journey_states {'INDEXED BY journey_states_live ' if live else ''}WHERE profile_id=?"
+        params: list[Any] = [profile_id]
         if journey is not None:
             sql += " AND journey=?"
             params.append(journey)
         if statuses is not None:
+            if live:
+                # the partial index of live runs: finished runs (and their data) are not read
+                sql += " AND status IN ('active','waiting','waiting_event')"
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
             params.extend(statuses)
         rows = self.db.query(sql + " ORDER BY entered_at", tuple(params))
         return [self._row(r) for r in rows]
+
+    def last_run(self, profile_id: str, journey: str, entity: str) -> JourneyState | None:
+        # the run number ranks in SQL, so only the latest run's data is read and parsed
+        rows = self.db.query(
+            "SELECT * FROM journey_states WHERE profile_id=? AND journey=? "
+            "AND (entity=? OR substr(entity, 1, length(?) + 1) = ? || '#') "
+            "ORDER BY CASE WHEN entity=? THEN 1 ELSE CAST(substr(entity, length(?) + 2) AS INTEGER) END DESC LIMIT 1",
+            (profile_id, journey, entity, entity, entity, entity, entity),
+        )
+        return self._row(rows[0]) if rows else None
 
     def schedule(self, timer: Timer) -> bool:
         return (
