@@ -114,10 +114,14 @@ class IdentityResolver:
         self.profiles = profiles
         self.clock = clock
 
-    def canonical(self, profile_id: str) -> str:
-        """Follow ``merged_into`` pointers to the surviving profile."""
+    def canonical(self, profile_id: str, read: dict[str, Profile | None] | None = None) -> str:
+        """Follow ``merged_into`` pointers to the surviving profile. ``read`` keeps the profiles
+        read (one lookup of an event's identifiers reads each profile once, not once per identifier)."""
+        read = {} if read is None else read
         for _ in range(10):
-            profile = self.profiles.get(profile_id)
+            if profile_id not in read:
+                read[profile_id] = self.profiles.get(profile_id)
+            profile = read[profile_id]
             target = profile and profile.traits.get("_identity", {}).get("merged_into")
             if not target:
                 return profile_id
@@ -129,14 +133,15 @@ class IdentityResolver:
         if not ids:
             raise ValueError("an event without any identifier")
         owners: dict[tuple[str, str], str] = {}
+        read: dict[str, Profile | None] = {}  # nothing is written until a target is chosen
         for kind, value in ids:
             pid = self.profiles.resolve(kind, value)
             if pid:
-                owners[(kind, value)] = self.canonical(pid)
+                owners[(kind, value)] = self.canonical(pid, read)
         incoming = {k: v for k, v in ids if k in STRONG}
         target = ""
         for pid in dict.fromkeys(owners.values()):  # owners of the strongest identifiers first
-            owner = self.profiles.get(pid)
+            owner = read[pid] if pid in read else self.profiles.get(pid)
             held = _strong(owner) if owner else {}
             if all(held.get(k, v) == v for k, v in incoming.items()):
                 target = pid
