@@ -37,3 +37,40 @@ def test_a_crash_mid_batch_is_retried_without_loss_or_duplicates(api, smtp_serve
     api.post("/v1/identify", body)  # and a late duplicate of the crashed one changes nothing
     runtime.drain()
     assert runtime.stores.events.count("segment") == 10 and len(smtp_server.messages) == 10
+
+
+def test_a_journey_timer_and_what_it_did_commit_together(api, smtp_server, clock, monkeypatch):
+    """The welcome journey waits between its e-mails: a worker dying while it resumes leaves the
+    timer in place (nothing half done), and the next tick fires it once."""
+    from datetime import timedelta
+
+    runtime = api.runtime
+    api.post("/v1/identify", {"userId": "w1", "messageId": "w1", "traits": {"email": "w1@example.com"}})
+    runtime.drain()
+    sent_before = len(smtp_server.messages)
+    waiting = [t for t in runtime.stores.journeys.due(clock.now() + timedelta(days=30), limit=100)
+               if t.payload.get("kind") == "journey_resume"]
+    assert waiting, "the welcome journey should be waiting on a timer"
+    clock.advance(timedelta(days=30))
+    original = runtime.journeys.resume
+
+    def dies_after_writing(payload):
+        original(payload)  # the step ran (state written, send queued) ...
+        raise OSError("worker killed")  # ... and the worker died before the commit
+
+    monkeypatch.setattr(runtime.journeys, "resume", dies_after_writing)
+    try:
+        runtime.tick()
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failure should surface")
+    due_ids = {t.timer_id for t in runtime.stores.journeys.due(clock.now(), limit=100)}
+    assert {t.timer_id for t in waiting} <= due_ids  # not taken: rolled back with its effects
+    assert runtime.stores.queue.depth("send") == 0  # the queued send was rolled back too
+    monkeypatch.setattr(runtime.journeys, "resume", original)
+    runtime.drain()
+    assert not {t.timer_id for t in waiting} & {t.timer_id for t in runtime.stores.journeys.due(clock.now(), limit=100)}
+    after = len(smtp_server.messages)
+    runtime.drain()
+    assert len(smtp_server.messages) == after > sent_before  # the next e-mail went, once
