@@ -33,12 +33,12 @@ import hmac
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from email._policybase import Compat32
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
-from email._policybase import Compat32
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any, ClassVar, NamedTuple
 
@@ -300,7 +300,7 @@ class _MimePolicy(Compat32):
         if (isinstance(value, str) and value.isascii() and "\n" not in value and "\r" not in value
                 and len(name) + len(value) + 2 <= 998):
             return f"{name}: {value}{self.linesep}"
-        return super()._fold(name, value, sanitize)  # type: ignore[no-any-return]
+        return super()._fold(name, value, sanitize)  # type: ignore[misc]  # typeshed lacks the private _fold
 
 
 _MIME_POLICY = _MimePolicy(max_line_length=998)

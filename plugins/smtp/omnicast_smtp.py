@@ -118,7 +118,8 @@ class SmtpChannel(Channel):
                         return results + [failed] * (len(messages) - len(results))
                     except (OSError, smtplib.SMTPException) as exc:
                         # connection refused, timeouts, TLS failures: the server may be back later
-                        failed = SendResult.failed(f"cannot reach the SMTP server: {type(exc).__name__}", retryable=True)
+                        reason = f"cannot reach the SMTP server: {type(exc).__name__}"
+                        failed = SendResult.failed(reason, retryable=True)
                         return results + [failed] * (len(messages) - len(results))
                 try:
                     results.append(self._one(self._conn, messages[len(results)]))

@@ -317,9 +317,13 @@ class SqliteSendLedger:
         for name, value in (detail or {}).items():
             merge = f"json_set({merge}, ?, json(?))"
             params += ['$."' + name.replace('"', '\\"') + '"', _dumps(value)]
+        # placeholders only: the names and values are bound
+        sql = (
+            "UPDATE ledger SET status=?, reason=?, updated_at=?, "  # noqa: S608
+            f"provider_message_id=COALESCE(?, provider_message_id), detail={merge} WHERE key=?"
+        )
         changed = self.db.execute(
-            f"UPDATE ledger SET status=?, reason=?, updated_at=?, "
-            f"provider_message_id=COALESCE(?, provider_message_id), detail={merge} WHERE key=?",
+            sql,
             (status, reason, iso(at), provider_message_id, *params, key),
         )
         if changed == 0:
@@ -420,7 +424,8 @@ class SqliteJourneyStore:
         self, profile_id: str, *, journey: str | None = None, statuses: tuple[str, ...] | None = None
     ) -> list[JourneyState]:
         live = statuses is not None and set(statuses) <= LIVE_STATUSES
-        sql = f"SELECT * FROM journey_states {'INDEXED BY journey_states_live ' if live else ''}WHERE profile_id=?"
+        index = "INDEXED BY journey_states_live " if live else ""
+        sql = f"SELECT * FROM journey_states {index}WHERE profile_id=?"  # noqa: S608 - constant text
         params: list[Any] = [profile_id]
         if journey is not None:
             sql += " AND journey=?"
