@@ -418,7 +418,13 @@ class SqliteJourneyStore:
         return self._row(rows[0]) if rows else None
 
     def put(self, state: JourneyState) -> None:
-        self.db.execute("INSERT OR REPLACE INTO journey_states VALUES (?,?,?,?,?,?,?,?)", self._values(state))
+        # an upsert rewrites the row in place (REPLACE deletes and re-inserts it, index entries too)
+        self.db.execute(
+            "INSERT INTO journey_states VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (profile_id, journey, entity) "
+            "DO UPDATE SET version=excluded.version, step=excluded.step, status=excluded.status, "
+            "entered_at=excluded.entered_at, data=excluded.data",
+            self._values(state),
+        )
 
     def for_profile(
         self, profile_id: str, *, journey: str | None = None, statuses: tuple[str, ...] | None = None
