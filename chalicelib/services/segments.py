@@ -177,19 +177,17 @@ class SegmentService:
         return self.segments[name]
 
     # ------------------------------------------------------------------ membership
-    def facts(self, profile: Profile, rule: Any, now: datetime | None = None) -> Facts:
-        events = self.events.for_profile(profile.profile_id, limit=1000) if needs_events(rule) else []
+    def facts(self, profile: Profile, *rules: Any, now: datetime | None = None) -> Facts:
+        """What ``rules`` are evaluated against; the events (up to 1,000) are read only if one
+        of them needs events, once for all of them."""
+        events = (self.events.for_profile(profile.profile_id, limit=1000)
+                  if any(needs_events(rule) for rule in rules) else [])
         scores = self.scores(profile.profile_id) if self.scores else {}
         return Facts(profile, events, scores, now or self.clock.now())
 
     def members_of(self, profile: Profile) -> set[str]:
-        # one Facts for all segments: the events (up to 1,000) and scores are read and parsed
-        # once per evaluation, not once per segment that needs them
-        segments = list(self.segments.items())
-        events = (self.events.for_profile(profile.profile_id, limit=1000)
-                  if any(needs_events(seg.rule) for _, seg in segments) else [])
-        facts = Facts(profile, events, self.scores(profile.profile_id) if self.scores else {}, self.clock.now())
-        return {name for name, seg in segments if evaluate(seg.rule, facts)}
+        facts = self.facts(profile, *(seg.rule for seg in self.segments.values()))
+        return {name for name, seg in self.segments.items() if evaluate(seg.rule, facts)}
 
     def update(self, profile_id: str) -> tuple[set[str], set[str]]:
         """Re-evaluate one profile; save the new membership; emit enter / exit events."""

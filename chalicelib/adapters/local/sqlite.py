@@ -315,8 +315,10 @@ class SqliteSendLedger:
         # transaction: a send updates its entry two or three times
         merge, params = "detail", []
         for name, value in (detail or {}).items():
+            if '"' in name:  # a JSON path label cannot hold a quote; the detail keys are Omnicast's own
+                raise ValueError(f"ledger detail key {name!r} contains a quote")
             merge = f"json_set({merge}, ?, json(?))"
-            params += ['$."' + name.replace('"', '\\"') + '"', _dumps(value)]
+            params += [f'$."{name}"', _dumps(value)]
         # placeholders only: the names and values are bound
         sql = (
             "UPDATE ledger SET status=?, reason=?, updated_at=?, "  # noqa: S608
