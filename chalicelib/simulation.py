@@ -23,6 +23,7 @@ import http.client
 import json
 import logging
 import math
+import queue
 import random
 import re
 import secrets
@@ -112,22 +113,42 @@ class SimConfig:
 
 
 class Mailbox:
-    """The SMTP server's handler: keeps (recipient, subject) of each message and the .eml file."""
+    """The SMTP server's handler: keeps (recipient, subject) of each message and the .eml file.
+
+    It answers 250 as soon as it has the bytes and parses them on its own thread, so the
+    sender (Omnicast, in another process) goes on while the shop reads its mail; ``since()``
+    waits until everything received so far is parsed."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.lock = threading.Lock()
         self.received: list[tuple[str, str]] = []
         self.links: list[tuple[str | None, str | None]] = []  # (tracked link, open pixel) per message
+        self._unparsed: queue.Queue[tuple[list[str], bytes]] = queue.Queue()
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
+        threading.Thread(target=self._parse_loop, name="mailbox-parser", daemon=True).start()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self._unparsed.put((list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def _parse_loop(self) -> None:
+        while True:
+            rcpts, content = self._unparsed.get()
+            try:
+                self.keep(rcpts, content)
+            except Exception:  # noqa: BLE001 - a mail the shop cannot read is one it ignores
+                log.exception("the simulated mailbox could not read a message")
+            finally:
+                self._unparsed.task_done()
+
+    def keep(self, rcpts: list[str], content: bytes) -> None:
         from email import message_from_bytes
         from email.header import decode_header, make_header
 
         # compat32 parsing: the default policy's header objects cost more than the rest of the mail
-        msg = message_from_bytes(envelope.content)
+        msg = message_from_bytes(content)
         link = pixel = None
         for part in msg.walk():
             kind = part.get_content_type()
@@ -142,22 +163,26 @@ class Mailbox:
                     pixel = found_pixel.group(1) if found_pixel else None
         subject = str(make_header(decode_header(msg["Subject"] or "")))
         with self.lock:
-            for rcpt in envelope.rcpt_tos:
+            for rcpt in rcpts:
                 self.received.append((rcpt, subject))
                 self.links.append((link, pixel))
             if self.folder:
-                (self.folder / f"{len(self.received):06d}.eml").write_bytes(envelope.content)
-        return "250 OK"
+                (self.folder / f"{len(self.received):06d}.eml").write_bytes(content)
 
     def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
+        self._unparsed.join()
         with self.lock:
             return [(r, s, *links) for (r, s), links in zip(self.received[start:], self.links[start:], strict=True)]
 
 
 class Storefront:
-    """Talks to Omnicast the way a shop does: Segment batches and signed Shopify webhooks."""
+    """Talks to Omnicast the way a shop does: Segment batches and signed Shopify webhooks.
 
-    def __init__(self, url: str, write_key: str, shopify_secret: str) -> None:
+    ``pipelined``: the calls go out in order from a sender thread, so the shop goes on
+    trading while Omnicast answers; ``wait()`` returns when every call made so far was
+    answered (and raises the first failure)."""
+
+    def __init__(self, url: str, write_key: str, shopify_secret: str, *, pipelined: bool = False) -> None:
         self.url = url
         self.shopify_secret = shopify_secret
         self.auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
@@ -165,6 +190,30 @@ class Storefront:
         self.webhooks = 0
         self.calls = 0
         self.conn: http.client.HTTPConnection | None = None
+        self._outbox: queue.Queue[tuple[str, str, bytes | None, dict[str, str]]] | None = None
+        self._failure: Exception | None = None
+        if pipelined:
+            self._outbox = queue.Queue(maxsize=1000)
+            threading.Thread(target=self._send_loop, name="storefront-sender", daemon=True).start()
+
+    def _send_loop(self) -> None:
+        assert self._outbox is not None
+        while True:
+            method, path, body, headers = self._outbox.get()
+            try:
+                if self._failure is None:  # after a failure the rest is dropped; wait() reports it
+                    self._send(method, path, body, headers)
+            except Exception as exc:  # noqa: BLE001 - handed to the shop's thread by wait()
+                self._failure = exc
+            finally:
+                self._outbox.task_done()
+
+    def wait(self) -> None:
+        if self._outbox is not None:
+            self._outbox.join()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise RuntimeError(f"the storefront's call failed: {failure}") from failure
 
     def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> int:
         """One request on a kept-alive HTTP/1.1 connection (reopened once if the server closed it)."""
@@ -188,16 +237,26 @@ class Storefront:
                     raise
         raise AssertionError("unreachable")
 
-    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
-        status = self._request("POST", path, body, headers)
-        if status >= 300:
-            raise RuntimeError(f"the local stack answered {status} to POST {path}")
-        self.calls += 1
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
+        status = self._request(method, path, body, headers)
+        if method == "POST":
+            if status >= 300:
+                raise RuntimeError(f"the local stack answered {status} to POST {path}")
+            self.calls += 1
 
-    def hit(self, url: str, agent: str) -> int:
+    def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
+        if self._outbox is not None:
+            self._outbox.put((method, path, body, headers))
+        else:
+            self._send(method, path, body, headers)
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
+        self._call("POST", path, body, headers)
+
+    def hit(self, url: str, agent: str) -> None:
         """A mail client or a browser fetching a tracked URL (the redirect is not followed)."""
-        return self._request("GET", urllib.parse.urlsplit(url).path,
-                             None, {"User-Agent": agent, "Accept": "image/gif,*/*;q=0.8"})
+        self._call("GET", urllib.parse.urlsplit(url).path,
+                   None, {"User-Agent": agent, "Accept": "image/gif,*/*;q=0.8"})
 
     def track(self, call: dict[str, Any]) -> None:
         self.segment_buffer.append(call)
@@ -507,7 +566,7 @@ def measure_cart_lift(runtime: Any) -> dict[str, Any]:
     return {"treated": out["treated"], "holdout": out["holdout"], "lift": d, "low": lo, "high": hi}
 
 
-def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seconds: float,
+def report(runtime: Any, truth: Truth, config: SimConfig, emails_received: int, seconds: float,
            data_dir: Path | None) -> dict[str, Any]:
     db = runtime.stores.events.db
     by_source = dict(db.query("SELECT source, COUNT(*) FROM events GROUP BY source ORDER BY 2 DESC"))
@@ -528,7 +587,7 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     events = sum(by_source.values())
     result = {
         "events": by_source, "profiles": runtime.stores.profiles.count(), "messages_sent": sent,
-        "emails_received_by_smtp": len(mailbox.received), "lift": lift, "truth": truth.__dict__,
+        "emails_received_by_smtp": emails_received, "lift": lift, "truth": truth.__dict__,
         "seconds": seconds, "events_per_second": events / seconds if seconds else 0,
     }
     p = print
@@ -547,7 +606,7 @@ def report(runtime: Any, truth: Truth, config: SimConfig, mailbox: Mailbox, seco
     p("withheld and why:")
     for reason, n in reasons.most_common(8):
         p(f"  {n:>6,}  {reason}")
-    p(f"SMTP server received {len(mailbox.received):,} e-mails" + (f" (in {data_dir}/mailbox/)" if data_dir else ""))
+    p(f"SMTP server received {emails_received:,} e-mails" + (f" (in {data_dir}/mailbox/)" if data_dir else ""))
     t, h = lift["treated"], lift["holdout"]
     p("\nabandoned-cart reminder, measured by Omnicast (global holdout as control):")
     p(f"  carts reminded: {t[1]:,}, bought: {t[0]:,} ({t[0] / t[1] if t[1] else 0:.1%})")
@@ -625,11 +684,89 @@ def report_models(cards: list[dict[str, Any]]) -> None:
         print(f"  {card['name']:<16} {card.get('method', 'model'):<34} {_headline(card)}")
 
 
-def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Start SMTP + the local stack, simulate, report. Returns the report's figures."""
-    import socket
+@dataclass
+class ShopPlan:
+    """What the shop's process needs to trade with a running stack (picklable)."""
 
+    config: SimConfig
+    url: str
+    write_key: str
+    admin_key: str
+    shopify_secret: str
+    smtp_port: int
+    mailbox: Path | None
+    quiet: bool
+
+
+class _StackClock(ManualClock):
+    """The shop's clock; each hour it moves, Omnicast's clock (in the other process) moves
+    with it, once every call of the hour before was answered."""
+
+    def __init__(self, start: datetime, conn: Any, front: Storefront) -> None:
+        super().__init__(start)
+        self.conn, self.front = conn, front
+
+    def tell(self, kind: str) -> None:
+        self.front.wait()
+        self.conn.send((kind, self.now()))
+        self.conn.recv()
+
+    def advance(self, delta: timedelta) -> datetime:
+        now = super().advance(delta)
+        self.tell("clock")
+        return now
+
+
+def shop_process(plan: ShopPlan, conn: Any) -> None:
+    """The simulated shop in its own process: an SMTP server for its customers' mailboxes
+    and a storefront calling the stack over HTTP. ``conn`` (a Pipe's end) tells the stack
+    when the clock moves and when an hour's trade is in; it ends with the simulator's truth."""
     from aiosmtpd.controller import Controller
+
+    try:
+        mailbox = Mailbox(plan.mailbox)
+        smtp = Controller(mailbox, hostname="127.0.0.1", port=plan.smtp_port)
+        smtp.start()
+        try:
+            front = Storefront(plan.url, plan.write_key, plan.shopify_secret, pipelined=True)
+            clock = _StackClock(plan.config.start, conn, front)
+            sim = ShopSimulator(plan.config, front, mailbox, clock)
+
+            def broadcast(journey: str) -> int:
+                # the marketer starts the seasonal greeting through the admin API, as a person would
+                front.wait()
+                req = urllib.request.Request(  # noqa: S310 - the local stack
+                    f"{plan.url}/admin/journeys/{journey}/broadcast", data=b"{}", method="POST",
+                    headers={"Authorization": f"Bearer {plan.admin_key}", "Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+                    return int(json.loads(resp.read())["entered"])
+
+            def progress(day: int) -> None:
+                print(f"\r  day {day}/{plan.config.days}", end="", flush=True)
+
+            # step: the workers' part of the hour (the SMTP server has each message before it
+            # answers 250, so what was sent is in the mailbox when the stack replies)
+            sim.run(lambda: clock.tell("step"), progress=None if plan.quiet else progress, broadcast=broadcast)
+            front.wait()
+            if not plan.quiet:
+                print()
+            conn.send(("done", sim.truth, len(mailbox.since(0))))
+        finally:
+            smtp.stop()
+    except BaseException as exc:  # noqa: BLE001 - reported to the stack's process, which raises it
+        import traceback
+
+        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Start the local stack here and the simulated shop (with its SMTP server) in a second
+    process, trade, then report. Two processes: the shop and Omnicast each have a core."""
+    import multiprocessing
+    import socket
+    import tempfile
 
     from chalicelib.config import load_settings
     from chalicelib.runtime import Runtime
@@ -640,12 +777,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
 
-    mailbox = Mailbox(data_dir / "mailbox" if data_dir else None)
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    port = free_port()
-    import tempfile
-
+    smtp_port, port = free_port(), free_port()
     scratch = None
     if data_dir is None:
         scratch = tempfile.TemporaryDirectory(prefix="omnicast-sim-")
@@ -655,7 +787,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         "send_policy": {"holdout_percent": config.holdout_percent},
         "measurement": {"fixed_costs": round(config.monthly_fixed_cost * config.days / 30, 2)},
         # a quarter of history: 30-day horizons (fit, holdout, deploy), and a small shop's threshold
-        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp.port},
+        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp_port},
                             "churn": {"horizon_days": 30, "min_customers": 100},
                             "clv": {"horizon_days": 30, "value_days": 365, "min_customers": 100}},
         "shop": {"name": "Omnicast Simulated Shop", "url": "https://sim.shop"},
@@ -663,40 +795,47 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
     clock = ManualClock(config.start)
     runtime = Runtime(settings, clock=clock)
     stack = LocalStack(runtime, port=port, workers=False).start()
+    shop = None
     try:
         shopify_secret = secrets.token_urlsafe(24)  # the simulated shop's app secret, for this run only
         runtime.credentials.add_webhook_secret("shopify", shopify_secret)
-        front = Storefront(stack.url, runtime.credentials.create_key("write", "simulated-storefront"), shopify_secret)
-        sim = ShopSimulator(config, front, mailbox, clock)
-
-        def step() -> None:
-            # the workers' part of the hour (the SMTP server has a message before it answers 250,
-            # so what was sent is in the mailbox when this returns)
-            runtime.drain()
-
-        admin_key = runtime.credentials.create_key("admin", "simulated-marketer")
-
-        def broadcast(journey: str) -> int:
-            # the marketer starts the seasonal greeting through the admin API, as a person would
-            req = urllib.request.Request(  # noqa: S310 - the local stack
-                f"{stack.url}/admin/journeys/{journey}/broadcast", data=b"{}", method="POST",
-                headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
-                return int(json.loads(resp.read())["entered"])
-
+        plan = ShopPlan(config, stack.url, runtime.credentials.create_key("write", "simulated-storefront"),
+                        runtime.credentials.create_key("admin", "simulated-marketer"), shopify_secret, smtp_port,
+                        data_dir / "mailbox" if data_dir else None, quiet)
+        # spawn, not fork: this process has threads (the HTTP server) and an open database
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        shop = context.Process(target=shop_process, args=(plan, theirs), name="omnicast-simulated-shop", daemon=True)
         started = time.perf_counter()
-        sim.run(step, progress=None if quiet else lambda d: print(f"\r  day {d}/{config.days}", end="", flush=True),
-                broadcast=broadcast)
-        if not quiet:
-            print()
+        shop.start()
+        theirs.close()
+        while True:
+            while not ours.poll(1.0):
+                if not shop.is_alive():
+                    raise RuntimeError(f"the simulated shop's process ended (exit code {shop.exitcode})")
+            message = ours.recv()
+            kind = message[0]
+            if kind in ("clock", "step"):
+                clock.set(message[1])
+                if kind == "step":
+                    runtime.drain()
+                ours.send(True)
+            elif kind == "done":
+                truth, received = message[1], message[2]
+                break
+            else:
+                raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
+        shop.join(30)
         cards = train_models(runtime) if config.train_models and config.days >= 60 else []
-        result = report(runtime, sim.truth, config, mailbox, seconds, data_dir)
+        result = report(runtime, truth, config, received, seconds, data_dir)
         result["models"] = cards
         report_models(cards)
         return result
     finally:
+        if shop is not None and shop.is_alive():
+            shop.terminate()
         stack.stop()
-        smtp.stop()
+        runtime.close()
         if scratch:
             scratch.cleanup()

@@ -90,12 +90,26 @@ class JourneyRegistry:
         self.versions: dict[str, dict[str, Journey]] = {}
         self.current: dict[str, str] = {}
         self.paused: set[str] = set()
+        self._awaited: tuple[int, frozenset[str]] | None = None
         for j in BUILT_IN_JOURNEYS if journeys is None else journeys:
             self.add(j)
 
     def add(self, journey: Journey) -> None:
         self.versions.setdefault(journey.name, {})[journey.version] = journey
         self.current[journey.name] = journey.version
+
+    def awaited_events(self) -> frozenset[str]:
+        """Event names that can end or wake a run in flight (``exit_on`` and ``wait_for``,
+        every version): any other event cannot touch a customer's journey states."""
+        count = sum(len(v) for v in self.versions.values())  # versions are only ever added
+        if self._awaited is None or self._awaited[0] != count:
+            names = set()
+            for versions in self.versions.values():
+                for journey in versions.values():
+                    names |= {rule.event for rule in journey.exit_on}
+                    names |= {step.event for step in journey.steps if isinstance(step, WaitForStep)}
+            self._awaited = (count, frozenset(names))
+        return self._awaited[1]
 
     def get(self, name: str, version: str | None = None) -> Journey | None:
         versions = self.versions.get(name, {})
@@ -203,6 +217,8 @@ class JourneyEngine:
         return out
 
     def _exits_and_waits(self, name: str, event: StoredEvent, profile: Profile) -> None:
+        if name not in self.registry.awaited_events():
+            return  # most events (page views) end and wake nothing: no read of the live states
         for state in self.store.for_profile(profile.profile_id, statuses=ACTIVE):
             journey = self.registry.get(state.journey, state.version)
             if journey is None:

@@ -199,6 +199,38 @@ steps:
     assert tips == ["u1@example.com"]
 
 
+def test_events_no_journey_awaits_read_no_journey_state_and_a_new_version_is_heard(rt, outbox):
+    """Page views are most of a shop's events: they neither end nor wake a run, so the live
+    states are not read for them; a journey added later that exits on them is obeyed."""
+    reads = []
+    store = rt.journeys.store
+    original = store.for_profile
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return original(*args, **kwargs)
+
+    store.for_profile = counted
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    reads.clear()
+    emit(rt, "track", userId="u1", event="Page Browsed")
+    assert reads == []
+    rt.journeys.registry.add(load_journey("""
+name: browse_watch
+trigger: {event: Never Sent}
+exit_on: [{event: Page Browsed}]
+steps:
+  - {id: hello, type: send, channel: email, template: welcome, purpose: transactional}
+"""))
+    emit(rt, "track", userId="u1", event="Page Browsed")
+    assert len(reads) == 1
+    # an awaited event still ends the run it should
+    emit(rt, "track", userId="u1", event="Order Completed", properties={"checkout_id": "c1", "order_id": "o1"})
+    state = store.get(rt.stores.profiles.resolve("user_id", "u1"), "abandoned_cart", "c1")
+    assert state.status == "exited"
+
+
 def test_split_is_deterministic_and_roughly_balanced():
     picks = [split_variant(f"p{i}", "promo", "ab", {"a": 50, "b": 50}) for i in range(2000)]
     assert picks == [split_variant(f"p{i}", "promo", "ab", {"a": 50, "b": 50}) for i in range(2000)]
