@@ -138,7 +138,7 @@ class Mailbox:
             rcpts, content = self._unparsed.get()
             try:
                 self.keep(rcpts, content)
-            except Exception:  # noqa: BLE001 - a mail the shop cannot read is one it ignores
+            except Exception:
                 log.exception("the simulated mailbox could not read a message")
             finally:
                 self._unparsed.task_done()
@@ -721,8 +721,10 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
     """The simulated shop in its own process: an SMTP server for its customers' mailboxes
     and a storefront calling the stack over HTTP. ``conn`` (a Pipe's end) tells the stack
     when the clock moves and when an hour's trade is in; it ends with the simulator's truth."""
-    from aiosmtpd.controller import Controller
+    import sys
 
+    from aiosmtpd.controller import Controller
+    sys.setswitchinterval(0.0005)  # the SMTP and HTTP threads answer soon though the shop is busy
     try:
         mailbox = Mailbox(plan.mailbox)
         smtp = Controller(mailbox, hostname="127.0.0.1", port=plan.smtp_port)
@@ -750,7 +752,7 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
             front.wait()
             if not plan.quiet:
                 print()
-            conn.send(("done", sim.truth, len(mailbox.since(0))))
+            conn.send(("done", dict(sim.truth.__dict__), len(mailbox.since(0))))
         finally:
             smtp.stop()
     except BaseException as exc:  # noqa: BLE001 - reported to the stack's process, which raises it
@@ -761,10 +763,30 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
         conn.close()
 
 
+def _start_shop(plan: ShopPlan) -> tuple[Any, Any]:
+    """The shop's process (``python -m chalicelib.simulation``) and a connection to it: a
+    socket pair, so nothing of the caller's ``__main__`` is re-imported (multiprocessing's
+    spawn would) and nothing of this process's threads or database is copied (fork would)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    ours, theirs = socket.socketpair()
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    shop = subprocess.Popen([sys.executable, "-m", "chalicelib.simulation", str(theirs.fileno())],
+                            pass_fds=(theirs.fileno(),), env=env)
+    theirs.close()
+    conn = Connection(ours.detach())
+    conn.send(plan)
+    return conn, shop
+
+
 def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Start the local stack here and the simulated shop (with its SMTP server) in a second
     process, trade, then report. Two processes: the shop and Omnicast each have a core."""
-    import multiprocessing
     import socket
     import tempfile
 
@@ -802,18 +824,16 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         plan = ShopPlan(config, stack.url, runtime.credentials.create_key("write", "simulated-storefront"),
                         runtime.credentials.create_key("admin", "simulated-marketer"), shopify_secret, smtp_port,
                         data_dir / "mailbox" if data_dir else None, quiet)
-        # spawn, not fork: this process has threads (the HTTP server) and an open database
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        shop = context.Process(target=shop_process, args=(plan, theirs), name="omnicast-simulated-shop", daemon=True)
+        ours, shop = _start_shop(plan)
         started = time.perf_counter()
-        shop.start()
-        theirs.close()
         while True:
             while not ours.poll(1.0):
-                if not shop.is_alive():
-                    raise RuntimeError(f"the simulated shop's process ended (exit code {shop.exitcode})")
-            message = ours.recv()
+                if shop.poll() is not None:
+                    raise RuntimeError(f"the simulated shop's process ended (exit code {shop.returncode})")
+            try:
+                message = ours.recv()
+            except EOFError:
+                raise RuntimeError(f"the simulated shop's process ended (exit code {shop.wait(30)})") from None
             kind = message[0]
             if kind in ("clock", "step"):
                 clock.set(message[1])
@@ -821,21 +841,32 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                     runtime.drain()
                 ours.send(True)
             elif kind == "done":
-                truth, received = message[1], message[2]
+                truth, received = Truth(**message[1]), message[2]
                 break
             else:
                 raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
-        shop.join(30)
+        shop.wait(30)
         cards = train_models(runtime) if config.train_models and config.days >= 60 else []
         result = report(runtime, truth, config, received, seconds, data_dir)
         result["models"] = cards
         report_models(cards)
         return result
     finally:
-        if shop is not None and shop.is_alive():
-            shop.terminate()
+        if shop is not None and shop.poll() is None:
+            shop.kill()
+            shop.wait()
         stack.stop()
         runtime.close()
         if scratch:
             scratch.cleanup()
+
+
+if __name__ == "__main__":  # the shop's process, started by run_simulation
+    import sys
+    from multiprocessing.connection import Connection
+
+    from chalicelib import simulation  # the module's own classes, not __main__'s copies (they are pickled)
+
+    channel = Connection(int(sys.argv[1]))
+    simulation.shop_process(channel.recv(), channel)

@@ -505,20 +505,18 @@ class SqliteQueue:
 
     def receive(self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30) -> list[QueueMessage]:
         now = self.time()
-        out: list[QueueMessage] = []
+        token = uuid.uuid4().hex  # one per receive; a receipt is "<row id>:<token>", unique per delivery
         with self.db.tx() as conn:
+            # one statement hides the batch and returns it (RETURNING's order is unspecified: sorted here)
             rows = conn.execute(
-                "SELECT id, body, receive_count FROM queue WHERE queue=? AND visible_at <= ? ORDER BY id LIMIT ?",
-                (queue, now, max_messages),
+                "UPDATE queue SET visible_at=?, receive_count=receive_count+1, receipt=id || ':' || ? "
+                "WHERE id IN (SELECT id FROM queue WHERE queue=? AND visible_at <= ? ORDER BY id LIMIT ?) "
+                "RETURNING id, body, receive_count, receipt",
+                (now + visibility_seconds, token, queue, now, max_messages),
             ).fetchall()
-            for row_id, body, count in rows:
-                receipt = f"{row_id}:{uuid.uuid4().hex}"
-                conn.execute(
-                    "UPDATE queue SET visible_at=?, receive_count=receive_count+1, receipt=? WHERE id=?",
-                    (now + visibility_seconds, receipt, row_id),
-                )
-                out.append(QueueMessage(receipt=receipt, body=json.loads(body), receive_count=count + 1))
-        return out
+        rows.sort()
+        return [QueueMessage(receipt=receipt, body=json.loads(body), receive_count=count)
+                for _, body, count, receipt in rows]
 
     def ack(self, queue: str, receipt: str) -> None:
         row_id = receipt.split(":", 1)[0]
