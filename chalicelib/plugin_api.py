@@ -75,6 +75,7 @@ __all__ = [
     "SourceOutput",
     "TrainingSet",
     "WebhookRequest",
+    "email_bytes",
     "header_injection",
     "hmac_sha256",
     "hookimpl",
@@ -321,6 +322,18 @@ def _address(value: str) -> str:
     return formataddr((name, addr), charset="utf-8") if addr else value
 
 
+def _headers_of(message: OutboundMessage, from_address: str, at: datetime, message_id_domain: str,
+                reply_to: str | None) -> list[tuple[str, str]]:
+    headers = [("From", from_address), ("To", message.to), ("Subject", message.subject or ""),
+               ("Date", formatdate(at.timestamp(), localtime=False)),
+               ("Message-ID", f"<{message.message_id}@{message_id_domain}>")]
+    if reply_to:
+        headers.append(("Reply-To", reply_to))
+    headers.append(("X-Omnicast-Message-Id", message.message_id))
+    headers += list(message.headers.items())
+    return headers
+
+
 def mime_email(
     message: OutboundMessage, *, from_address: str, at: datetime, message_id_domain: str,
     reply_to: str | None = None,
@@ -332,13 +345,7 @@ def mime_email(
     Built with the ``email.mime`` classes (compat32), about 4x faster than ``EmailMessage``
     with the default policy, whose header objects cost more than the rest of the mail.
     An address that is not ASCII (SMTPUTF8) takes the ``EmailMessage`` path, which knows it."""
-    headers = [("From", from_address), ("To", message.to), ("Subject", message.subject or ""),
-               ("Date", formatdate(at.timestamp(), localtime=False)),
-               ("Message-ID", f"<{message.message_id}@{message_id_domain}>")]
-    if reply_to:
-        headers.append(("Reply-To", reply_to))
-    headers.append(("X-Omnicast-Message-Id", message.message_id))
-    headers += list(message.headers.items())
+    headers = _headers_of(message, from_address, at, message_id_domain, reply_to)
     if not all(value.isascii() for name, value in headers if name in ("From", "To", "Reply-To")):
         international = EmailMessage()
         for name, value in headers:
@@ -362,6 +369,46 @@ def mime_email(
         else:
             msg[name] = value if value.isascii() else Header(value, "utf-8").encode()
     return msg
+
+
+_CRLF_POLICY = _MIME_POLICY.clone(linesep="\r\n")
+_PART_HEAD = 'MIME-Version: 1.0\r\nContent-Type: text/{}; charset="us-ascii"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n'
+
+
+def _crlf(text: str) -> str:
+    """Every line ending as CRLF (what the generator's line splitting does)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+
+
+def email_bytes(
+    message: OutboundMessage, *, from_address: str, at: datetime, message_id_domain: str,
+    reply_to: str | None = None,
+) -> bytes | None:
+    """``mime_email(...)`` as wire bytes (CRLF), ready for SMTP ``DATA`` or a raw-mail API;
+    None when an address is not ASCII (SMTPUTF8: send the ``EmailMessage`` instead).
+
+    The usual mail (ASCII headers and bodies, lines within 998 octets) is written straight
+    from strings, byte for byte what the ``email`` package writes for it but about ten times
+    faster; anything else is built and flattened by the ``email`` package."""
+    headers = _headers_of(message, from_address, at, message_id_domain, reply_to)
+    if not all(value.isascii() for name, value in headers if name in ("From", "To", "Reply-To")):
+        return None
+    text, html = message.text or "", message.html or ""
+    lines = [(name, _address(value) if name in ("From", "To", "Reply-To") else value) for name, value in headers]
+    plain = (html and text.isascii() and html.isascii()  # no HTML: a single text part, built below
+             and all(v.isascii() and "\r" not in v and "\n" not in v and len(n) + len(v) + 2 <= 998 for n, v in lines)
+             and _BOUNDARY not in text and _BOUNDARY not in html
+             and all(len(line) <= 998 for line in text.splitlines())
+             and all(len(line) <= 998 for line in html.splitlines()))
+    if not plain:
+        msg = mime_email(message, from_address=from_address, at=at, message_id_domain=message_id_domain,
+                         reply_to=reply_to)
+        return msg.as_bytes(policy=_CRLF_POLICY)
+    head = "".join(f"{name}: {value}\r\n" for name, value in lines)
+    return (f'Content-Type: multipart/alternative; boundary="{_BOUNDARY}"\r\nMIME-Version: 1.0\r\n{head}\r\n'
+            f"--{_BOUNDARY}\r\n{_PART_HEAD.format('plain')}{_crlf(text)}\r\n"
+            f"--{_BOUNDARY}\r\n{_PART_HEAD.format('html')}{_crlf(html)}\r\n"
+            f"--{_BOUNDARY}--\r\n").encode("ascii")
 
 
 # GSM 03.38 basic character set and its extension table (the extension costs two septets)

@@ -128,12 +128,15 @@ class IdentityResolver:
             profile_id = target
         return profile_id
 
-    def resolve(self, ids: list[tuple[str, str]]) -> str:
-        """The profile id for an event's identifiers, merging and linking as the rules allow."""
+    def resolve(self, ids: list[tuple[str, str]], read: dict[str, Profile | None] | None = None) -> str:
+        """The profile id for an event's identifiers, merging and linking as the rules allow.
+
+        ``read`` (if given) is left holding the profiles read on the way that are still as
+        stored (a merged profile is dropped from it): the caller need not read them again."""
         if not ids:
             raise ValueError("an event without any identifier")
         owners: dict[tuple[str, str], str] = {}
-        read: dict[str, Profile | None] = {}  # nothing is written until a target is chosen
+        read = {} if read is None else read  # nothing is written until a target is chosen
         for kind, value in ids:
             pid = self.profiles.resolve(kind, value)
             if pid:
@@ -152,6 +155,8 @@ class IdentityResolver:
             target = "p_" + uuid.uuid5(NAMESPACE, f"{kind}:{value}").hex[:20]
         for other in dict.fromkeys(owners.values()):
             if other != target:
+                read.pop(other, None)
+                read.pop(target, None)
                 self._merge(other, target, ids)
         for kind, value in ids:
             if owners.get((kind, value)) == target:

@@ -149,9 +149,12 @@ class EventProcessor:
 
     def _apply(self, event: StoredEvent) -> Profile:
         ids = identifiers(event.payload)
-        profile_id = self.identity.resolve(ids)
+        read: dict[str, Profile | None] = {}
+        profile_id = self.identity.resolve(ids, read)
         for _ in range(10):  # optimistic concurrency: re-read and retry on a lost race
-            profile = self.profiles.get(profile_id) or Profile(profile_id=profile_id, created_at=event.timestamp)
+            # the first try takes the profile as identity resolution just read it (one read less)
+            profile = (read.pop(profile_id, None) or self.profiles.get(profile_id)
+                       or Profile(profile_id=profile_id, created_at=event.timestamp))
             expected = profile.version
             self._merge(profile, event, ids)
             if self.profiles.save(profile, expected):

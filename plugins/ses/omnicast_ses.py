@@ -21,6 +21,7 @@ from chalicelib.plugin_api import (
     OutboundMessage,
     PluginSettings,
     SendResult,
+    email_bytes,
     header_injection,
     hookimpl,
     mime_email,
@@ -62,8 +63,9 @@ class SesChannel(AwsChannel):
         s: SesSettings = self.settings  # type: ignore[assignment]
         if header_injection(message.to, message.subject):
             return SendResult.failed("address or subject contains a line break (header injection)", retryable=False)
-        raw = mime_email(message, from_address=s.from_address, at=self.context.clock.now(),
-                         message_id_domain=s.message_id_domain, reply_to=s.reply_to).as_bytes()
+        mail = {"from_address": s.from_address, "at": self.context.clock.now(),
+                "message_id_domain": s.message_id_domain, "reply_to": s.reply_to}
+        raw = email_bytes(message, **mail) or mime_email(message, **mail).as_bytes()  # None: SMTPUTF8 addresses
         kwargs: dict[str, Any] = {
             "FromEmailAddress": s.from_address,
             "Destination": {"ToAddresses": [message.to]},

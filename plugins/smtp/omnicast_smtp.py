@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from email.message import Message
+from email.utils import parseaddr
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
@@ -23,6 +24,7 @@ from chalicelib.plugin_api import (
     OutboundMessage,
     PluginSettings,
     SendResult,
+    email_bytes,
     header_injection,
     hookimpl,
     mime_email,
@@ -78,9 +80,14 @@ class SmtpChannel(Channel):
     def _one(self, conn: smtplib.SMTP, message: OutboundMessage) -> SendResult:
         if header_injection(message.to, message.subject):
             return SendResult.failed("address or subject contains a line break (header injection)", retryable=False)
-        msg = self.build(message)
+        s: SmtpSettings = self.settings  # type: ignore[assignment]
+        data = email_bytes(message, from_address=s.from_address, at=self.context.clock.now(),
+                           message_id_domain=s.message_id_domain, reply_to=s.reply_to)
         try:
-            refused = conn.send_message(msg)
+            if data is None:  # an address that is not ASCII: smtplib sends the EmailMessage with SMTPUTF8
+                refused = conn.send_message(self.build(message))
+            else:  # the bytes as they go on the wire, with the envelope taken from the same addresses
+                refused = conn.sendmail(parseaddr(s.from_address)[1], [parseaddr(message.to)[1]], data)
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             return SendResult.failed(f"recipient refused ({code})", retryable=400 <= code < 500)
@@ -89,7 +96,7 @@ class SmtpChannel(Channel):
         if refused:
             code = next(iter(refused.values()))[0]
             return SendResult.failed(f"recipient refused ({code})", retryable=400 <= code < 500)
-        return SendResult(ok=True, provider_message_id=msg["Message-ID"], status="sent")
+        return SendResult(ok=True, provider_message_id=f"<{message.message_id}@{s.message_id_domain}>", status="sent")
 
     def send(self, message: OutboundMessage) -> SendResult:
         return self.send_batch([message])[0]

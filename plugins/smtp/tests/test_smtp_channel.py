@@ -160,3 +160,38 @@ def test_non_ascii_subject_names_and_bodies_survive_the_round_trip(server, tmp_p
     plain, html = msg.iter_parts()
     assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == f"Hallo Åsa\n{long_line}"
     assert html.get_content().strip() == "<p>Grüße</p>"
+
+
+def test_the_fast_wire_bytes_equal_what_the_email_package_writes():
+    """``email_bytes`` writes the usual mail from strings; for every shape here it must be byte
+    for byte what ``mime_email`` flattened with CRLF gives (the random boundary of a body that
+    contains the fixed one aside), and None for an address that needs SMTPUTF8."""
+    import re
+
+    from chalicelib.plugin_api import _CRLF_POLICY, email_bytes, mime_email
+
+    bodies = [("Hello Ann\nline2\n", "<p>Hi</p>\n<p>x</p>"), ("no newline", "<p>x</p>\n"),
+              ("a\r\nb\rc\n\n", "\n\n<b>\n"), ("", ""), ("", "<p>only html</p>"), ("From here\n.dot\n", "x"),
+              ("caf\u00e9 \u20ac", "<p>\u00e9</p>"), ("long " + "x" * 1200, "<p>y</p>"),
+              ("t", "a =_omnicast-alternative_= b"), ("text only", None)]
+    subjects = ["You left something", "Caf\u00e9 time \u2615", "x" * 1000, 'A "quoted" subject; with = signs']
+    recipients = ["Ann <ann.1@example.com>", "ann@example.com", '"Doe, Jo" <jo@example.com>', "Zo\u00eb <zoe@example.com>"]
+    random_boundary = re.compile(rb"={15}\d+==")
+    compared = fast = 0
+    for text, html in bodies:
+        for to in recipients:
+            for subject in subjects:
+                for reply_to in (None, "help@example.com"):
+                    message = OutboundMessage(message_id="m-1", channel="email", to=to, subject=subject, text=text,
+                                              html=html, headers={"List-Unsubscribe": "<https://x.example/u>"})
+                    kw = {"from_address": "Shop <shop@example.com>", "at": datetime(2026, 1, 1, tzinfo=UTC),
+                          "message_id_domain": "example.com", "reply_to": reply_to}
+                    wire = email_bytes(message, **kw)
+                    expected = mime_email(message, **kw).as_bytes(policy=_CRLF_POLICY)
+                    if wire is None:
+                        assert not to.isascii()
+                        continue
+                    compared += 1
+                    fast += b"=_omnicast-alternative_=" in wire and html is not None and html.isascii()
+                    assert random_boundary.sub(b"B", wire) == random_boundary.sub(b"B", expected), (text, html, to)
+    assert compared == 240 and fast > 50
