@@ -360,6 +360,18 @@ class Runtime:
         # ingest work is all storage: one transaction per batch where the adapter has them
         # (each message a savepoint, acknowledged in the same commit). Sends talk to
         # providers, so they never hold a transaction open.
+        if queue == SEND_QUEUE:
+            # sends talk to providers, so they never hold a transaction open; the batch's deliveries
+            # go to each channel together (send_batch), and each task is acknowledged once handled
+            outcomes = self.sender.handle_many([msg.body for msg in messages])
+            for msg, outcome in zip(messages, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    log.error("processing a %s message failed (receive #%d)", queue, msg.receive_count,
+                              exc_info=outcome)
+                    continue
+                self.stores.queue.ack(queue, msg.receipt)
+                done += 1
+            return done
         tx = self.stores.transaction if queue == INGEST_QUEUE and self.stores.transaction else nullcontext
         with tx():
             for msg in messages:
@@ -389,12 +401,13 @@ class Runtime:
                     if self.stores.journeys.take(timer.timer_id):  # else another worker fired it
                         self.journeys.resume(timer.payload)
                         fired += 1
+        sends = []
         for timer in due:
             kind = timer.payload.get("kind")
             if kind in JOURNEY_TIMERS or not self.stores.journeys.take(timer.timer_id):
                 continue
             if kind == "send":
-                self.sender.handle_timer(timer.payload)
+                sends.append(timer.payload)  # delivered together below, each customer's in turn
             elif kind in ("models_score", "models_train"):
                 self.scoring.on_timer(timer.payload, self.stores.journeys)
             elif kind == "journey_broadcast":
@@ -402,6 +415,10 @@ class Runtime:
                 self.authoring.broadcast(timer.payload["journey"], members)
             else:
                 log.warning("timer %s has unknown kind %r", timer.timer_id, kind)
+            fired += 1
+        for outcome in self.sender.handle_timers(sends) if sends else []:
+            if isinstance(outcome, Exception):
+                log.error("a deferred send failed after its timer was taken", exc_info=outcome)
             fired += 1
         return fired
 

@@ -124,6 +124,7 @@ class Mailbox:
         self.lock = threading.Lock()
         self.received: list[tuple[str, str]] = []
         self.links: list[tuple[str | None, str | None]] = []  # (tracked link, open pixel) per message
+        self.ids: list[str] = []  # Message-ID per message
         self._unparsed: queue.Queue[tuple[list[str], bytes]] = queue.Queue()
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
@@ -166,13 +167,18 @@ class Mailbox:
             for rcpt in rcpts:
                 self.received.append((rcpt, subject))
                 self.links.append((link, pixel))
+                self.ids.append(str(msg["Message-ID"] or ""))
             if self.folder:
                 (self.folder / f"{len(self.received):06d}.eml").write_bytes(content)
 
     def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
+        """The messages from number ``start`` on, in Message-ID order: the order they arrived
+        in depends on which of the sender's connections was quicker, and the customers'
+        reactions (random draws) must not."""
         self._unparsed.join()
         with self.lock:
-            return [(r, s, *links) for (r, s), links in zip(self.received[start:], self.links[start:], strict=True)]
+            new = sorted(zip(self.ids[start:], self.received[start:], self.links[start:], strict=True))
+            return [(r, s, *links) for _, (r, s), links in new]
 
 
 class Storefront:
@@ -809,7 +815,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         "send_policy": {"holdout_percent": config.holdout_percent},
         "measurement": {"fixed_costs": round(config.monthly_fixed_cost * config.days / 30, 2)},
         # a quarter of history: 30-day horizons (fit, holdout, deploy), and a small shop's threshold
-        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp_port},
+        "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp_port, "connections": 4},
                             "churn": {"horizon_days": 30, "min_customers": 100},
                             "clv": {"horizon_days": 30, "value_days": 365, "min_customers": 100}},
         "shop": {"name": "Omnicast Simulated Shop", "url": "https://sim.shop"},

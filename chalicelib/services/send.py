@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +39,18 @@ from chalicelib.services.credentials import Credentials
 from chalicelib.services.templates import TemplateRenderer
 
 log = logging.getLogger("omnicast.send")
+
+@dataclass
+class _Delivery:
+    """A message past the policy and rendered, waiting for its channel's answer."""
+
+    task: dict[str, Any]
+    profile: Profile
+    key: str
+    attempt: int
+    channel: Channel
+    message: OutboundMessage
+
 
 def address_of(profile: Profile, channel: str) -> str | None:
     if channel == "webhook":
@@ -130,6 +144,7 @@ class SendService:
         self.channel_for = channel_factory  # callable(kind) -> Channel
         self.renderer = renderer or TemplateRenderer()
         self.throttle = ProviderThrottle()
+        self._held: list[_Delivery] | None = None  # deliveries collected by handle_many
         self.tracking: Any = None  # link and open tracking, when the runtime has it
         self.inbound: Any = None  # applies feedback a send returned (a dead push token), when the runtime has it
         # journey -> the model scores it decides on, with this customer's values and explanations
@@ -363,12 +378,23 @@ class SendService:
             metadata={"journey": task["journey"], "step": task["step"], "profile_id": profile.profile_id,
                       "purpose": task["purpose"]},
         )
+        delivery = _Delivery(task, profile, key, attempt, channel, message)
+        if self._held is not None:  # handle_many: sent with the others of its wave, then finished
+            self._held.append(delivery)
+            return "held"
         self.host.before_send(message)
         try:
             result = channel.send(message)
         except Exception as exc:
             log.exception("channel %s raised", channel.name)
             result = SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)
+        return self._finish(delivery, result)
+
+    def _finish(self, delivery: _Delivery, result: SendResult) -> str:
+        """Record what the channel answered: sent, a retry timer, or failed."""
+        task, profile, key, attempt, channel, message = (
+            delivery.task, delivery.profile, delivery.key, delivery.attempt, delivery.channel, delivery.message)
+        mid = message.message_id
         self.host.after_send(message, result)
         self._apply_send_feedback(channel.name, result, profile.profile_id)
         now = self.clock.now()
@@ -394,3 +420,65 @@ class SendService:
             return "retry_wait"
         self.ledger.update(key, status="failed", reason=f"failed: {result.error}", at=now, detail=detail)
         return "failed"
+
+    def handle_many(self, tasks: list[dict[str, Any]]) -> list[str | Exception]:
+        """Several send tasks (a queue batch): the same outcome as ``handle`` on each in turn,
+        but the deliveries of different customers go to their channel in one ``send_batch``
+        (which a channel may spread over connections). A customer's tasks run in waves, one
+        per wave, so the contact budget of the second sees the first. Returns each task's
+        status, or the exception that stopped it (that task is left to be retried)."""
+        return self._in_waves(tasks, [t.get("profile_id") for t in tasks], self.handle)
+
+    def handle_timers(self, payloads: list[dict[str, Any]]) -> list[str | Exception]:
+        """Due deferred or retried sends (timers already taken), delivered as ``handle_many``."""
+        return self._in_waves(payloads, [p["task"].get("profile_id") for p in payloads], self.handle_timer)
+
+    def _in_waves(self, items: list[dict[str, Any]], owners: list[Any],
+                  run: Callable[[dict[str, Any]], str]) -> list[str | Exception]:
+        out: list[str | Exception] = ["" for _ in items]
+        pending = list(range(len(items)))
+        while pending:
+            wave: list[int] = []
+            later: list[int] = []
+            seen: set[Any] = set()
+            for i in pending:
+                (later if owners[i] in seen else wave).append(i)
+                seen.add(owners[i])
+            held: list[_Delivery] = []
+            index: dict[int, int] = {}  # position in held -> task
+            self._held = held
+            try:
+                for i in wave:
+                    before = len(held)
+                    try:
+                        out[i] = run(items[i])
+                    except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
+                        out[i] = exc
+                        del held[before:]
+                    if len(held) > before:
+                        index[before] = i
+            finally:
+                self._held = None
+            by_channel: dict[int, list[int]] = {}
+            for n, delivery in enumerate(held):
+                by_channel.setdefault(id(delivery.channel), []).append(n)
+            for positions in by_channel.values():
+                channel = held[positions[0]].channel
+                messages = [held[n].message for n in positions]
+                for message in messages:
+                    self.host.before_send(message)
+                try:
+                    results = channel.send_batch(messages)
+                    if len(results) != len(messages):
+                        raise RuntimeError(f"send_batch gave {len(results)} results for {len(messages)} messages")
+                except Exception as exc:
+                    log.exception("channel %s raised", channel.name)
+                    results = [SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)] * len(
+                        messages)
+                for n, result in zip(positions, results, strict=True):
+                    try:
+                        out[index[n]] = self._finish(held[n], result)
+                    except Exception as exc:  # noqa: BLE001 - as above
+                        out[index[n]] = exc
+            pending = later
+        return out

@@ -13,6 +13,7 @@ import smtplib
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from email.utils import parseaddr
 from typing import Any, ClassVar
@@ -43,6 +44,16 @@ class SmtpSettings(PluginSettings):
     reply_to: str | None = None
     message_id_domain: str = "omnicast.local"
     idle_seconds: float = Field(30.0, ge=0)  # keep the connection this long between sends (0: one per batch)
+    connections: int = Field(1, ge=1, le=32)  # a batch is spread over this many connections at once
+
+
+class _Slot:
+    """One kept-alive connection and the lock of whoever is using it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: smtplib.SMTP | None = None
+        self.last_used = 0.0
 
 
 class SmtpChannel(Channel):
@@ -55,9 +66,9 @@ class SmtpChannel(Channel):
 
     def __init__(self, settings: Any, context: Any) -> None:
         super().__init__(settings, context)
-        self._lock = threading.Lock()
-        self._conn: smtplib.SMTP | None = None
-        self._last_used = 0.0
+        self._slots = [_Slot() for _ in range(settings.connections)]
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def build(self, message: OutboundMessage) -> Message:
         s: SmtpSettings = self.settings  # type: ignore[assignment]
@@ -101,25 +112,51 @@ class SmtpChannel(Channel):
     def send(self, message: OutboundMessage) -> SendResult:
         return self.send_batch([message])[0]
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+    @staticmethod
+    def _drop(slot: _Slot) -> None:
+        conn, slot.conn = slot.conn, None
         if conn is not None:
             try:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 conn.close()
 
+    def close(self) -> None:
+        for slot in self._slots:
+            with slot.lock:
+                self._drop(slot)
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
     def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
+        """In order on one connection, or spread over ``connections`` at once (message i on
+        connection i mod n): the server works on several while each waits for its reply."""
+        n = min(len(self._slots), len(messages))
+        if n <= 1:
+            return self._send_on(self._slots[0], messages)
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=len(self._slots), thread_name_prefix="smtp")
+            pool = self._pool
+        shares = [pool.submit(self._send_on, self._slots[i], messages[i::n]) for i in range(n)]
+        results: list[SendResult] = [SendResult.failed("not attempted", retryable=True)] * len(messages)
+        for i, share in enumerate(shares):
+            results[i::n] = share.result()
+        return results
+
+    def _send_on(self, slot: _Slot, messages: list[OutboundMessage]) -> list[SendResult]:
         s: SmtpSettings = self.settings  # type: ignore[assignment]
-        with self._lock:
-            if self._conn is not None and time.monotonic() - self._last_used > s.idle_seconds:
-                self._drop()
+        with slot.lock:
+            if slot.conn is not None and time.monotonic() - slot.last_used > s.idle_seconds:
+                self._drop(slot)
             results: list[SendResult] = []
-            reused = self._conn is not None
+            reused = slot.conn is not None
             while len(results) < len(messages):
-                if self._conn is None:
+                if slot.conn is None:
                     try:
-                        self._conn = self._connect()
+                        slot.conn = self._connect()
                     except smtplib.SMTPAuthenticationError as exc:
                         failed = SendResult.failed(f"SMTP authentication failed ({exc.smtp_code})", retryable=False)
                         return results + [failed] * (len(messages) - len(results))
@@ -129,9 +166,9 @@ class SmtpChannel(Channel):
                         failed = SendResult.failed(reason, retryable=True)
                         return results + [failed] * (len(messages) - len(results))
                 try:
-                    results.append(self._one(self._conn, messages[len(results)]))
+                    results.append(self._one(slot.conn, messages[len(results)]))
                 except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
-                    self._drop()
+                    self._drop(slot)
                     if reused and isinstance(exc, smtplib.SMTPServerDisconnected):
                         reused = False  # the server closed the kept connection while it was idle: reopen once
                         continue
@@ -139,14 +176,10 @@ class SmtpChannel(Channel):
                     results += [SendResult.failed("not attempted: connection lost", retryable=True)] * (
                         len(messages) - len(results))
                 reused = False  # this connection has worked: a later drop is not staleness
-            self._last_used = time.monotonic()
+            slot.last_used = time.monotonic()
             if s.idle_seconds == 0:
-                self._drop()
+                self._drop(slot)
             return results
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
 
 
 @hookimpl

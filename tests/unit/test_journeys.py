@@ -146,6 +146,40 @@ def test_quiet_hours_and_the_contact_budget_defer_marketing_but_not_transactiona
     assert all(b - a >= timedelta(days=1) for a, b in itertools.pairwise(sent_times))
 
 
+def test_a_send_batch_reaches_the_channel_at_once_and_each_customers_budget_holds(rec_runtime, outbox):
+    """The worker hands a queue batch's deliveries to the channel in one send_batch; two
+    messages for one customer run in turn, so the second sees the first in the budget."""
+    rt = rec_runtime(send_policy={"max_marketing_per_day": 1, "holdout_percent": 0},
+                     journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+    for user in ("u1", "u2", "u3"):
+        customer(rt, user, timezone="UTC")
+    rt.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    batches = []
+    email = rt.channel("email")
+    original = email.send_batch
+
+    def recorded(messages):
+        batches.append([m.to for m in messages])
+        return original(messages)
+
+    email.send_batch = recorded
+
+    def task(user, step):
+        return {"profile_id": rt.stores.profiles.resolve("user_id", user), "journey": "promo", "version": "1",
+                "step": step, "entity": "-", "channel": "email", "fallback_channel": None, "template": "welcome",
+                "purpose": "marketing", "priority": 5, "context": {}}
+
+    for t in (task("u1", "first"), task("u1", "second"), task("u2", "first"), task("u3", "first")):
+        rt.stores.queue.send("send", t)
+    assert rt.work("send", 10) == 4
+    assert batches == [["u1@example.com", "u2@example.com", "u3@example.com"]]
+    status = {(e.profile_id, e.step): (e.status, e.reason) for e in rt.stores.ledger.all() if e.journey == "promo"}
+    u1 = rt.stores.profiles.resolve("user_id", "u1")
+    assert status[(u1, "first")][0] == "sent"
+    assert status[(u1, "second")][0] == "deferred" and "contact budget" in status[(u1, "second")][1]
+    assert sorted(m.to for m in outbox.to("email")) == ["u1@example.com", "u2@example.com", "u3@example.com"]
+
+
 def test_fallback_channel_and_no_sms_marketing_without_opt_in(rt, outbox):
     emit(rt, "identify", userId="p1", traits={"phone": "+14155552671"})  # no e-mail
     emit(rt, "track", userId="p1", event="Order Completed", properties={"order_id": "o1", "total": 5})

@@ -95,6 +95,20 @@ def test_a_batch_uses_one_connection(server, tmp_path):
     assert len(handler.received) == 5 and len(handler.sessions) == 1
 
 
+def test_a_batch_spread_over_parallel_connections_keeps_its_order_and_the_connections(server, tmp_path):
+    handler, port = server()
+    ch = channel(tmp_path, port, connections=3)
+    batch = [message(i) for i in range(8)]
+    results = ch.send_batch(batch)
+    assert [r.provider_message_id for r in results] == [f"<m_{i}@omnicast.local>" for i in range(8)]
+    assert sorted(m["To"] for m in handler.received) == sorted(f"ann{i}@example.com" for i in range(8))
+    assert len(handler.sessions) == 3
+    ch.send_batch([message(i) for i in range(8, 14)])  # the same three, kept alive
+    assert len(handler.received) == 14 and len(handler.sessions) == 3
+    ch.close()
+    assert all(slot.conn is None for slot in ch._slots)
+
+
 @pytest.mark.parametrize(("reply", "retryable"), [("550 5.1.1 no such user", False),
                                                   ("451 4.3.0 try again later", True)])
 def test_refusals_map_to_retryable_or_not(server, tmp_path, reply, retryable):
@@ -175,7 +189,8 @@ def test_the_fast_wire_bytes_equal_what_the_email_package_writes():
               ("caf\u00e9 \u20ac", "<p>\u00e9</p>"), ("long " + "x" * 1200, "<p>y</p>"),
               ("t", "a =_omnicast-alternative_= b"), ("text only", None)]
     subjects = ["You left something", "Caf\u00e9 time \u2615", "x" * 1000, 'A "quoted" subject; with = signs']
-    recipients = ["Ann <ann.1@example.com>", "ann@example.com", '"Doe, Jo" <jo@example.com>', "Zo\u00eb <zoe@example.com>"]
+    recipients = ["Ann <ann.1@example.com>", "ann@example.com", '"Doe, Jo" <jo@example.com>',
+                  "Zo\u00eb <zoe@example.com>"]
     random_boundary = re.compile(rb"={15}\d+==")
     compared = fast = 0
     for text, html in bodies:
