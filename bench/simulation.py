@@ -48,7 +48,8 @@ def main() -> None:
     events = sum(result["events"].values())
     print(f"\nsimulation benchmark: {customers:,} customers x {days} days")
     print(f"  wall time {wall:.1f} s (simulated trade {result['seconds']:.1f} s, then models and report), "
-          f"peak memory {peak_mb:.0f} MB (Omnicast's process; the shop's {shop_mb:.0f} MB)")
+          f"peak memory {peak_mb:.0f} MB (Omnicast's process; {result['peak_mb_after_trade']:.0f} MB before the models "
+          f"and the report; the shop's process {shop_mb:.0f} MB)")
     print(f"  {events:,} events stored ({events / wall:,.0f} events/s sustained), "
           f"{result['messages_sent']:,} messages sent")
     print(f"  baseline, the simulator alone (same seed, {calls:,} calls built and signed, none sent): "

@@ -852,10 +852,14 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             else:
                 raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
+        import resource
+
+        trade_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before models and report
         shop.wait(30)
         cards = train_models(runtime) if config.train_models and config.days >= 60 else []
         result = report(runtime, truth, config, received, seconds, data_dir)
         result["models"] = cards
+        result["peak_mb_after_trade"] = trade_peak_mb
         report_models(cards)
         return result
     finally:

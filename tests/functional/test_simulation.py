@@ -158,3 +158,28 @@ def test_seasons_and_the_black_friday_broadcast(tmp_path):
     rows = {r["journey"]: r for r in result["kpis"]}
     # the greeting went out through the journey (10:00 local, so some on Black Friday itself)
     assert rows["holiday_greetings"]["sent"] > 0
+
+
+def test_the_shops_process_reports_a_failure_instead_of_hanging(tmp_path):
+    """The shop runs in its own process; when the stack cannot be reached its first call
+    fails and it says why over the connection (the stack's side raises it as an error)."""
+    import socket
+    import threading
+    from multiprocessing import Pipe
+
+    from chalicelib.simulation import ShopPlan, shop_process
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ours, theirs = Pipe()
+    plan = ShopPlan(SimConfig(customers=5, days=1), f"http://127.0.0.1:{free_port()}", "write-key", "admin-key",
+                    "secret", free_port(), tmp_path / "mailbox", quiet=True)
+    worker = threading.Thread(target=shop_process, args=(plan, theirs), daemon=True)
+    worker.start()
+    assert ours.poll(30)
+    kind, why = ours.recv()
+    worker.join(30)
+    assert kind == "failed" and "the storefront's call failed" in why and "Connection refused" in why
