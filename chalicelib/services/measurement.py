@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from statistics import NormalDist
@@ -50,17 +50,18 @@ KPI_FIELDS = (
 )
 
 
-def all_events(events: EventStore, sources: Iterable[str], page_size: int = 1000) -> list[StoredEvent]:
-    out: list[StoredEvent] = []
+def all_events(events: EventStore, sources: Iterable[str], page_size: int = 1000) -> Iterator[StoredEvent]:
+    """Every event of ``sources``, a page at a time: a snapshot reads each once and keeps only
+    the few it needs (opens, clicks, orders, bounces), never the whole log (page views are
+    most of it: 2 GB held at once for a 10,000-customer quarter)."""
     for source in dict.fromkeys(sources):
         cursor = None
         while True:
             page = events.by_source(source, after=cursor, limit=page_size)
-            out.extend(page)
+            yield from page
             if len(page) < page_size:
                 break
             cursor = page[-1].message_id
-    return out
 
 
 # --------------------------------------------------------------------------- statistics
@@ -227,7 +228,7 @@ class Measurement:
     def __init__(
         self,
         ledger: SendLedger,
-        load_events: Callable[[], list[StoredEvent]],
+        load_events: Callable[[], Iterable[StoredEvent]],
         windows_hours: dict[str, float],
         *,
         fixed_costs: float = 0.0,
