@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -144,7 +145,7 @@ class SendService:
         self.channel_for = channel_factory  # callable(kind) -> Channel
         self.renderer = renderer or TemplateRenderer()
         self.throttle = ProviderThrottle()
-        self._held: list[_Delivery] | None = None  # deliveries collected by handle_many
+        self._local = threading.local()  # the deliveries a handle_many on this thread is collecting
         self.tracking: Any = None  # link and open tracking, when the runtime has it
         self.inbound: Any = None  # applies feedback a send returned (a dead push token), when the runtime has it
         # journey -> the model scores it decides on, with this customer's values and explanations
@@ -379,8 +380,9 @@ class SendService:
                       "purpose": task["purpose"]},
         )
         delivery = _Delivery(task, profile, key, attempt, channel, message)
-        if self._held is not None:  # handle_many: sent with the others of its wave, then finished
-            self._held.append(delivery)
+        held = getattr(self._local, "held", None)
+        if held is not None:  # handle_many: sent with the others of its wave, then finished
+            held.append(delivery)
             return "held"
         self.host.before_send(message)
         try:
@@ -446,7 +448,8 @@ class SendService:
                 seen.add(owners[i])
             held: list[_Delivery] = []
             index: dict[int, int] = {}  # position in held -> task
-            self._held = held
+            # per thread: the send worker and the timer thread may each be delivering a batch
+            self._local.held = held
             try:
                 for i in wave:
                     before = len(held)
@@ -458,7 +461,7 @@ class SendService:
                     if len(held) > before:
                         index[before] = i
             finally:
-                self._held = None
+                self._local.held = None
             by_channel: dict[int, list[int]] = {}
             for n, delivery in enumerate(held):
                 by_channel.setdefault(id(delivery.channel), []).append(n)

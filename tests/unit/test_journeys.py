@@ -180,6 +180,50 @@ def test_a_send_batch_reaches_the_channel_at_once_and_each_customers_budget_hold
     assert sorted(m.to for m in outbox.to("email")) == ["u1@example.com", "u2@example.com", "u3@example.com"]
 
 
+def test_two_threads_delivering_batches_at_once_each_send_their_own(rec_runtime, outbox):
+    """The local stack's send worker and its timer thread share one send service: a batch
+    collected on one thread never picks up (or loses) the other's deliveries."""
+    import threading
+
+    rt = rec_runtime(send_policy={"holdout_percent": 0},
+                     journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+    for user in ("u1", "u2"):
+        customer(rt, user, timezone="UTC")
+    rt.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    sender = rt.sender
+    both_collecting = threading.Barrier(2, timeout=10)
+    original_handle = sender.handle
+
+    def handle(task):
+        both_collecting.wait()  # each thread has begun its batch before either collects a delivery
+        return original_handle(task)
+
+    sender.handle = handle
+    batches, outcomes = [], {}
+    email = rt.channel("email")
+    original_batch = email.send_batch
+
+    def recorded(messages):
+        batches.append(sorted(m.to for m in messages))
+        return original_batch(messages)
+
+    email.send_batch = recorded
+
+    def deliver(user):
+        task = {"profile_id": rt.stores.profiles.resolve("user_id", user), "journey": "promo", "version": "1",
+                "step": "only", "entity": "-", "channel": "email", "fallback_channel": None, "template": "welcome",
+                "purpose": "marketing", "priority": 5, "context": {}}
+        outcomes[user] = sender.handle_many([task])
+
+    threads = [threading.Thread(target=deliver, args=(u,)) for u in ("u1", "u2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert outcomes == {"u1": ["sent"], "u2": ["sent"]}
+    assert sorted(batches) == [["u1@example.com"], ["u2@example.com"]]
+
+
 def test_fallback_channel_and_no_sms_marketing_without_opt_in(rt, outbox):
     emit(rt, "identify", userId="p1", traits={"phone": "+14155552671"})  # no e-mail
     emit(rt, "track", userId="p1", event="Order Completed", properties={"order_id": "o1", "total": 5})
