@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -62,7 +62,6 @@ def matches_entity(payload: dict[str, Any], path: str | None, entity: str) -> bo
     return value is not None and str(value) == entity
 
 
-_NEVER = datetime.min.replace(tzinfo=UTC)
 CATALOG_EVENTS = ("Product Back In Stock", "Product Price Dropped", "Product Published")
 
 
@@ -150,9 +149,6 @@ class JourneyEngine:
         self.default_timezone = default_timezone
         self.scores = scores  # callable(profile_id) -> dict[str, float], once models exist
         self.bandit: Any = None  # BanditSplits: variants of `mode: bandit` splits, when the runtime has it
-        # (profile, journey, entity, re-entry days) -> no new run before this time (a run entered
-        # then blocks it whatever becomes of that run, so the answer needs no read until then)
-        self._blocked: dict[tuple[str, str, str, int], datetime] = {}
 
     def schedule_broadcasts(self) -> int:
         """A timer for each scheduled broadcast still ahead (conditional: scheduling twice is harmless)."""
@@ -287,13 +283,8 @@ class JourneyEngine:
         if reentry in ("once", "once_per_entity"):
             run_key = key
         else:
-            window = (profile.profile_id, journey.name, key, reentry) if isinstance(reentry, int) else None
-            if window is not None and self.clock.now() < self._blocked.get(window, _NEVER):
-                return False  # the latest run was entered less than `reentry` days ago
             last = self.store.last_run(profile.profile_id, journey.name, key)
             if last is not None:
-                if window is not None and isinstance(reentry, int):
-                    self._block(window, last.entered_at + timedelta(days=reentry))
                 if last.status in ACTIVE:
                     return False  # re-entry starts only after the previous run ended
                 if isinstance(reentry, int) and self.clock.now() - last.entered_at < timedelta(days=reentry):
@@ -317,15 +308,8 @@ class JourneyEngine:
             if existing and existing.status == "active" and existing.step == journey.steps[0].id:
                 self._run(journey, existing, 0)
             return False
-        if isinstance(reentry, int):
-            self._block((profile.profile_id, journey.name, key, reentry), state.entered_at + timedelta(days=reentry))
         self._run(journey, state, 0)
         return True
-
-    def _block(self, window: tuple[str, str, str, int], until: datetime) -> None:
-        if len(self._blocked) >= 200_000:  # a bounded memo: forgetting only costs a read
-            self._blocked.clear()
-        self._blocked[window] = until
 
     def _schedule_date_triggers(self, profile: Profile) -> None:
         """Birthdays, appointments: a timer per (profile, journey, date) that enters once."""

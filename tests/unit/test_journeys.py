@@ -309,40 +309,6 @@ steps:
     assert state.status == "exited"
 
 
-def test_a_repeated_trigger_inside_the_reentry_window_reads_no_past_run(rt, outbox):
-    """A journey with `reentry: N` days: a trigger within N days of the latest run's entry
-    is refused from memory (page views trigger browse journeys again and again); after the
-    window the store is asked again and a new run starts."""
-    rt.journeys.registry.add(load_journey("""
-name: looked_again
-trigger: {event: Looked}
-reentry: 2
-steps:
-  - {id: note, type: send, channel: email, template: welcome, purpose: transactional}
-"""))
-    store = rt.journeys.store
-    lookups = []
-    original = store.last_run
-
-    def counted(*args):
-        lookups.append(args)
-        return original(*args)
-
-    store.last_run = counted
-    customer(rt)
-    emit(rt, "track", userId="u1", event="Looked")
-    assert len(lookups) == 1 and len(outbox.to("email")) == 1
-    for _ in range(3):
-        later(rt, hours=12)
-        emit(rt, "track", userId="u1", event="Looked")
-    assert len(lookups) == 1 and len(outbox.to("email")) == 1
-    later(rt, hours=13)  # 2 days and 1 hour after the first run
-    emit(rt, "track", userId="u1", event="Looked")
-    assert len(lookups) == 2 and len(outbox.to("email")) == 2
-    pid = rt.stores.profiles.resolve("user_id", "u1")
-    assert [s.entity for s in store.for_profile(pid) if s.journey == "looked_again"] == ["-", "-#2"]
-
-
 def test_split_is_deterministic_and_roughly_balanced():
     picks = [split_variant(f"p{i}", "promo", "ab", {"a": 50, "b": 50}) for i in range(2000)]
     assert picks == [split_variant(f"p{i}", "promo", "ab", {"a": 50, "b": 50}) for i in range(2000)]
