@@ -80,6 +80,7 @@ __all__ = [
     "hmac_sha256",
     "hookimpl",
     "matches_any",
+    "message_id_header",
     "mime_email",
     "money",
     "sms_segments",
@@ -322,11 +323,16 @@ def _address(value: str) -> str:
     return formataddr((name, addr), charset="utf-8") if addr else value
 
 
+def message_id_header(message: OutboundMessage, domain: str) -> str:
+    """The Message-ID an e-mail channel gives a message (a retry carries the same one)."""
+    return f"<{message.message_id}@{domain}>"
+
+
 def _headers_of(message: OutboundMessage, from_address: str, at: datetime, message_id_domain: str,
                 reply_to: str | None) -> list[tuple[str, str]]:
     headers = [("From", from_address), ("To", message.to), ("Subject", message.subject or ""),
                ("Date", formatdate(at.timestamp(), localtime=False)),
-               ("Message-ID", f"<{message.message_id}@{message_id_domain}>")]
+               ("Message-ID", message_id_header(message, message_id_domain))]
     if reply_to:
         headers.append(("Reply-To", reply_to))
     headers.append(("X-Omnicast-Message-Id", message.message_id))
@@ -388,14 +394,15 @@ def email_bytes(
     None when an address is not ASCII (SMTPUTF8: send the ``EmailMessage`` instead).
 
     The usual mail (ASCII headers and bodies, lines within 998 octets) is written straight
-    from strings, byte for byte what the ``email`` package writes for it but about ten times
-    faster; anything else is built and flattened by the ``email`` package."""
+    from strings, byte for byte what the ``email`` package writes for it, in about a third of
+    the time; anything else (a text-only mail too) is built and flattened by the ``email``
+    package."""
     headers = _headers_of(message, from_address, at, message_id_domain, reply_to)
     if not all(value.isascii() for name, value in headers if name in ("From", "To", "Reply-To")):
         return None
     text, html = message.text or "", message.html or ""
     lines = [(name, _address(value) if name in ("From", "To", "Reply-To") else value) for name, value in headers]
-    plain = (html and text.isascii() and html.isascii()  # no HTML: a single text part, built below
+    plain = (html and text.isascii() and html.isascii()
              and all(v.isascii() and "\r" not in v and "\n" not in v and len(n) + len(v) + 2 <= 998 for n, v in lines)
              and _BOUNDARY not in text and _BOUNDARY not in html
              and all(len(line) <= 998 for line in text.splitlines())

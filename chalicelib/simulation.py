@@ -730,6 +730,7 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
     import sys
 
     from aiosmtpd.controller import Controller
+
     sys.setswitchinterval(0.0005)  # the SMTP and HTTP threads answer soon though the shop is busy
     try:
         mailbox = Mailbox(plan.mailbox)
@@ -793,7 +794,9 @@ def _start_shop(plan: ShopPlan) -> tuple[Any, Any]:
 def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Start the local stack here and the simulated shop (with its SMTP server) in a second
     process, trade, then report. Two processes: the shop and Omnicast each have a core."""
+    import resource
     import socket
+    import subprocess
     import tempfile
 
     from chalicelib.config import load_settings
@@ -852,10 +855,11 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             else:
                 raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
-        import resource
-
         trade_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before models and report
-        shop.wait(30)
+        try:
+            shop.wait(30)  # it has said all it had to say; if it lingers, the finally below ends it
+        except subprocess.TimeoutExpired:
+            log.warning("the simulated shop's process did not exit within 30 s; it is stopped")
         cards = train_models(runtime) if config.train_models and config.days >= 60 else []
         result = report(runtime, truth, config, received, seconds, data_dir)
         result["models"] = cards
@@ -878,5 +882,9 @@ if __name__ == "__main__":  # the shop's process, started by run_simulation
 
     from chalicelib import simulation  # the module's own classes, not __main__'s copies (they are pickled)
 
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+        print("chalicelib.simulation runs as the simulated shop's process, started by run_simulation; "
+              "run `omnicast demo` (or `make demo`) instead", file=sys.stderr)
+        raise SystemExit(2)
     channel = Connection(int(sys.argv[1]))
     simulation.shop_process(channel.recv(), channel)

@@ -28,6 +28,7 @@ from chalicelib.plugin_api import (
     email_bytes,
     header_injection,
     hookimpl,
+    message_id_header,
     mime_email,
 )
 
@@ -107,7 +108,7 @@ class SmtpChannel(Channel):
         if refused:
             code = next(iter(refused.values()))[0]
             return SendResult.failed(f"recipient refused ({code})", retryable=400 <= code < 500)
-        return SendResult(ok=True, provider_message_id=f"<{message.message_id}@{s.message_id_domain}>", status="sent")
+        return SendResult(ok=True, provider_message_id=message_id_header(message, s.message_id_domain), status="sent")
 
     def send(self, message: OutboundMessage) -> SendResult:
         return self.send_batch([message])[0]

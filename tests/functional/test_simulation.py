@@ -183,3 +183,13 @@ def test_the_shops_process_reports_a_failure_instead_of_hanging(tmp_path):
     kind, why = ours.recv()
     worker.join(30)
     assert kind == "failed" and "the storefront's call failed" in why and "Connection refused" in why
+
+
+def test_the_shops_entry_point_run_by_hand_says_what_to_run_instead():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "chalicelib.simulation"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    assert "omnicast demo" in done.stderr and "Traceback" not in done.stderr
