@@ -18,18 +18,18 @@ from datetime import timedelta
 def simulator_alone(customers: int, days: int) -> tuple[float, int]:
     """Seconds and calls of the simulator with a storefront that answers 200 to everything."""
     from chalicelib.clock import ManualClock
-    from chalicelib.simulation import Mailbox, ShopSimulator, SimConfig, Storefront
+    from chalicelib.simulation import Mailbox, ShopSimulator, SimConfig, Storefront, Unplugged
 
-    class Unplugged(Storefront):
+    class Answering(Storefront):
         def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> int:
             return 200
 
     config = SimConfig(customers=customers, days=days, seed=3)
     clock = ManualClock(config.start)
-    front = Unplugged("http://127.0.0.1:9", "write-key", "shopify-secret")
+    front = Answering("http://127.0.0.1:9", "write-key", "shopify-secret")
     sim = ShopSimulator(config, front, Mailbox(None), clock)
     start = time.perf_counter()
-    sim.run(lambda: None, broadcast=lambda journey: 0)
+    sim.run(Unplugged(), broadcast=lambda journey: 0)
     assert clock.now() >= config.start + timedelta(days=days)
     return time.perf_counter() - start, front.calls
 

@@ -256,9 +256,15 @@ class Queue(Protocol):
         """Enqueue several messages, batched as the transport allows."""
         ...
 
-    def receive(self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30) -> list[QueueMessage]:
+    def receive(
+        self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30, up_to: int | None = None
+    ) -> list[QueueMessage]:
         """Take up to ``max_messages`` visible messages; they reappear after
-        ``visibility_seconds`` unless acknowledged (at-least-once delivery)."""
+        ``visibility_seconds`` unless acknowledged (at-least-once delivery).
+
+        ``up_to``: only messages sent up to that position (the local queue's ``position()``:
+        the simulator's worker takes one hour's calls while the next hour's arrive); SQS has
+        no positions and refuses it."""
         ...
 
     def ack(self, queue: str, receipt: str) -> None:

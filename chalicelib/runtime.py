@@ -18,7 +18,7 @@ from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, load_settings
 from chalicelib.plugin_api import Channel, ChannelContext
 from chalicelib.plugin_host import PluginHost
-from chalicelib.ports import Stores
+from chalicelib.ports import QueueMessage, Stores
 from chalicelib.services.admin import AdminService
 from chalicelib.services.consent import ConsentService
 from chalicelib.services.credentials import Credentials
@@ -351,27 +351,21 @@ class Runtime:
             return self.scoring.handle(body)
         raise ValueError(f"unknown queue {queue!r}")
 
-    def work(self, queue: str, max_messages: int = 10) -> int:
-        """Receive and process one batch from ``queue``; acknowledged only on success."""
+    def work(self, queue: str, max_messages: int = 10, *, up_to: int | None = None) -> int:
+        """Receive and process one batch from ``queue`` (sent up to the position ``up_to``, if
+        given); acknowledged only on success."""
         done = 0
-        messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60)
+        if up_to is None:
+            messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60)
+        else:
+            messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60, up_to=up_to)
         if not messages:
             return 0
         # ingest work is all storage: one transaction per batch where the adapter has them
         # (each message a savepoint, acknowledged in the same commit). Sends talk to
         # providers, so they never hold a transaction open.
         if queue == SEND_QUEUE:
-            # sends talk to providers, so they never hold a transaction open; the batch's deliveries
-            # go to each channel together (send_batch), and each task is acknowledged once handled
-            outcomes = self.sender.handle_many([msg.body for msg in messages])
-            for msg, outcome in zip(messages, outcomes, strict=True):
-                if isinstance(outcome, Exception):
-                    log.error("processing a %s message failed (receive #%d)", queue, msg.receive_count,
-                              exc_info=outcome)
-                    continue
-                self.stores.queue.ack(queue, msg.receipt)
-                done += 1
-            return done
+            return self._send(messages)
         tx = self.stores.transaction if queue == INGEST_QUEUE and self.stores.transaction else nullcontext
         with tx():
             for msg in messages:
@@ -385,6 +379,24 @@ class Runtime:
                 done += 1
         return done
 
+    def _send(self, messages: list[QueueMessage], timers: list[dict[str, Any]] | tuple[()] = ()) -> int:
+        """Deliver a batch of send tasks and due send timers (taken) together: sends talk to
+        providers, so they never hold a transaction open; the deliveries go to each channel
+        together (send_batch), and each task is acknowledged once handled."""
+        done = 0
+        outcomes = self.sender.handle_many([msg.body for msg in messages], timers)
+        for msg, outcome in zip(messages, outcomes[:len(messages)], strict=True):
+            if isinstance(outcome, Exception):
+                log.error("processing a %s message failed (receive #%d)", SEND_QUEUE, msg.receive_count,
+                          exc_info=outcome)
+                continue
+            self.stores.queue.ack(SEND_QUEUE, msg.receipt)
+            done += 1
+        for outcome in outcomes[len(messages):]:
+            if isinstance(outcome, Exception):
+                log.error("a deferred send failed after its timer was taken", exc_info=outcome)
+        return done
+
     def tick(self, limit: int = 500) -> int:
         """Fire due timers (each once): journey waits and deferred or retried sends.
 
@@ -392,6 +404,15 @@ class Runtime:
         run in one, so a timer and what it did commit together (a crash leaves both undone, to
         be fired again), and the batch commits once. Sends, scoring and broadcasts talk to
         providers or run long, so each of those is taken and run on its own."""
+        fired, sends = self._fire_due(limit)
+        for outcome in self.sender.handle_timers(sends) if sends else []:
+            if isinstance(outcome, Exception):
+                log.error("a deferred send failed after its timer was taken", exc_info=outcome)
+            fired += 1
+        return fired
+
+    def _fire_due(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """Fire the due timers but the sends; those are taken and returned, to be delivered."""
         fired = 0
         due = self.stores.journeys.due(self.clock.now(), limit=limit)
         storage_only = [t for t in due if t.payload.get("kind") in JOURNEY_TIMERS]
@@ -407,8 +428,9 @@ class Runtime:
             if kind in JOURNEY_TIMERS or not self.stores.journeys.take(timer.timer_id):
                 continue
             if kind == "send":
-                sends.append(timer.payload)  # delivered together below, each customer's in turn
-            elif kind in ("models_score", "models_train"):
+                sends.append(timer.payload)  # delivered together by the caller, each customer's in turn
+                continue
+            if kind in ("models_score", "models_train"):
                 self.scoring.on_timer(timer.payload, self.stores.journeys)
             elif kind == "journey_broadcast":
                 members = self.segments.members(timer.payload["segment"]) if timer.payload.get("segment") else []
@@ -416,21 +438,26 @@ class Runtime:
             else:
                 log.warning("timer %s has unknown kind %r", timer.timer_id, kind)
             fired += 1
-        for outcome in self.sender.handle_timers(sends) if sends else []:
-            if isinstance(outcome, Exception):
-                log.error("a deferred send failed after its timer was taken", exc_info=outcome)
-            fired += 1
-        return fired
+        return fired, sends
 
-    def drain(self, max_rounds: int = 10_000) -> DrainReport:
-        """Run queues and due timers until nothing is left (tests, CLI, the simulator)."""
+    def drain(self, max_rounds: int = 10_000, *, ingest_up_to: int | None = None) -> DrainReport:
+        """Run queues and due timers until nothing is left (tests, CLI, the simulator).
+
+        ``ingest_up_to``: the ingest queue's position (local queue) past which calls are left
+        for a later drain: the simulator's API process takes the next hour's calls meanwhile."""
         report = DrainReport()
         for _ in range(max_rounds):
             # ingest takes 100 at a time here (one transaction; SQS's limit of 10 is the cloud's):
             # fewer commits, and a page touched by several events of the batch is written once
-            a = self.work(INGEST_QUEUE, 100)
-            b = self.work(SEND_QUEUE, 10)
-            c = self.tick()
+            a = 0
+            while n := self.work(INGEST_QUEUE, 100, up_to=ingest_up_to):
+                a += n
+            # then the journeys' timers, and the sends they and the events queued delivered with
+            # the due deferred ones: one wave of deliveries for the hour, spread over the channel's
+            # connections (SQS's batch of 10 is the cloud's; here up to 500 at once)
+            c, due_sends = self._fire_due(500)
+            b = self._send(self.stores.queue.receive(SEND_QUEUE, max_messages=500, visibility_seconds=60), due_sends)
+            c += len(due_sends)
             report.ingested += a
             report.sends += b
             report.timers += c

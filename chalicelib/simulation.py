@@ -497,21 +497,26 @@ class ShopSimulator:
         })
 
     # ------------------------------------------------------------------ the clock
-    def run(self, step: Any, progress: Any = None, broadcast: Any = None) -> None:
-        """Walk the simulation hour by hour; ``step()`` lets Omnicast work after each hour;
-        ``broadcast(journey)`` is the shop starting a seasonal campaign (Black Friday eve)."""
+    def run(self, stack: Any, progress: Any = None, broadcast: Any = None) -> None:
+        """Walk the simulation hour by hour. ``stack.step(next)`` hands the hour's trade to
+        Omnicast's workers (who work on it while the shop trades the next hour, the clock
+        then moving to ``next``); ``stack.settle()`` waits until they are done with it.
+        What the shop does between the two (reading its mail, opening and clicking, coming
+        back to buy, the marketer's broadcast) happens while the workers are idle, so what
+        they see never depends on which process was quicker. ``broadcast(journey)`` is the
+        shop starting a seasonal campaign (Black Friday eve)."""
         for p in self.products:
             self._product_update(p, topic="products/create")
-        step()
+        self.front.flush()
+        stack.step(self.clock.now())
         for day in range(self.c.days):
             self._catalog_moves(day)
             today = (self.c.start + timedelta(days=day)).date()
             season, why = seasonality(today)
             if why:
                 self.truth.seasonal_days[why] = self.truth.seasonal_days.get(why, 0) + 1
-            if broadcast and today == black_friday(today.year) - timedelta(days=1):
-                self.truth.broadcasts += broadcast("holiday_greetings")
-            for _ in range(24):
+            for hour in range(24):
+                # the hour's browsing and buying: Segment calls and webhooks the API only queues
                 for c in self.customers:
                     if day >= c.lapses_on_day:
                         continue
@@ -520,16 +525,31 @@ class ShopSimulator:
                     if self.rng.random() < c.visits_per_day * weight / 24 * 1.5:
                         self._visit(c, day)
                 self.front.flush()
-                step()
+                stack.settle()  # the workers are done with the hour before: its mail is in
+                if hour == 0 and broadcast and today == black_friday(today.year) - timedelta(days=1):
+                    self.truth.broadcasts += broadcast("holiday_greetings")
                 self._react_to_mail()
                 self._hits_due()
                 self._returns_due()
                 self._expire_carts()
+                stack.step(self.clock.now() + timedelta(hours=1))
                 self.clock.advance(timedelta(hours=1))
             if progress:
                 progress(day + 1)
         self.front.flush()
-        step()
+        stack.settle()
+        stack.step(self.clock.now())
+        stack.settle()
+
+
+class Unplugged:
+    """No stack behind the shop (the benchmark's baseline): steps cost nothing."""
+
+    def step(self, next_time: datetime) -> None:
+        pass
+
+    def settle(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- measurement
@@ -704,42 +724,96 @@ class ShopPlan:
     quiet: bool
 
 
-class _StackClock(ManualClock):
-    """The shop's clock; each hour it moves, Omnicast's clock (in the other process) moves
-    with it, once every call of the hour before was answered."""
+class _StackLink:
+    """The shop's end of the line to Omnicast's workers (in the process that started it)."""
 
-    def __init__(self, start: datetime, conn: Any, front: Storefront) -> None:
-        super().__init__(start)
-        self.conn, self.front = conn, front
+    def __init__(self, conn: Any, front: Storefront, clock: ManualClock) -> None:
+        self.conn, self.front, self.clock = conn, front, clock
+        self.working = False
 
-    def tell(self, kind: str) -> None:
+    def step(self, next_time: datetime) -> None:
+        """Every call so far answered (in the queue), the workers take them at this hour;
+        the API's clock moves to ``next_time`` before this returns."""
+        self.front.flush()
         self.front.wait()
-        self.conn.send((kind, self.now()))
-        self.conn.recv()
+        self.conn.send(("step", self.clock.now(), next_time))
+        self.conn.recv()  # "cut": the hour's calls are theirs; the next hour's go on to the API
+        self.working = True
 
-    def advance(self, delta: timedelta) -> datetime:
-        now = super().advance(delta)
-        self.tell("clock")
-        return now
+    def settle(self) -> None:
+        if self.working:
+            self.conn.recv()  # "drained"
+            self.working = False
 
 
-def shop_process(plan: ShopPlan, conn: Any) -> None:
-    """The simulated shop in its own process: an SMTP server for its customers' mailboxes
-    and a storefront calling the stack over HTTP. ``conn`` (a Pipe's end) tells the stack
-    when the clock moves and when an hour's trade is in; it ends with the simulator's truth."""
+@dataclass
+class MailPlan:
+    port: int
+    folder: Path | None
+
+
+def mail_process(plan: MailPlan, conn: Any) -> None:
+    """The shop's SMTP server (aiosmtpd) in its own process, so that taking Omnicast's mail
+    never waits for the shop's trading. ("since", n) answers the messages from number n on
+    (``Mailbox.since``); "stop" ends it."""
     import sys
 
     from aiosmtpd.controller import Controller
 
-    sys.setswitchinterval(0.0005)  # the SMTP and HTTP threads answer soon though the shop is busy
+    sys.setswitchinterval(0.0005)  # the SMTP thread answers soon though the parser is busy
     try:
-        mailbox = Mailbox(plan.mailbox)
-        smtp = Controller(mailbox, hostname="127.0.0.1", port=plan.smtp_port)
+        mailbox = Mailbox(plan.folder)
+        smtp = Controller(mailbox, hostname="127.0.0.1", port=plan.port)
         smtp.start()
         try:
+            conn.send(("ready",))
+            while True:
+                message = conn.recv()
+                if message[0] != "since":
+                    break
+                conn.send(mailbox.since(message[1]))
+        finally:
+            smtp.stop()
+    except EOFError:
+        pass  # the shop's process is gone: nothing to tell
+    except BaseException as exc:  # noqa: BLE001 - reported to the shop's process, which raises it
+        import traceback
+
+        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+class _MailboxLink:
+    """The shop's view of its mail server's mailbox (in the mail process)."""
+
+    def __init__(self, conn: Any, process: Any) -> None:
+        self.conn, self.process = conn, process
+
+    def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
+        self.conn.send(("since", start))
+        answer = _receive(self.conn, self.process, "the shop's mail process")
+        if isinstance(answer, tuple):  # ("failed", why)
+            raise RuntimeError(f"the shop's mail process failed: {answer[1]}")
+        return list(answer)
+
+
+def shop_process(plan: ShopPlan, conn: Any) -> None:
+    """The simulated shop in its own process: a storefront calling Omnicast's API over HTTP
+    and, in a process of its own, an SMTP server for its customers' mailboxes. ``conn`` (a
+    Pipe's end) hands each hour's trade to Omnicast's workers; it ends with the simulator's
+    truth."""
+    mail = None
+    try:
+        to_mail, mail = _start("mail", MailPlan(plan.smtp_port, plan.mailbox))
+        ready = _receive(to_mail, mail, "the shop's mail process")
+        if ready[0] != "ready":
+            raise RuntimeError(f"the shop's mail process failed: {ready[1]}")
+        mailbox = _MailboxLink(to_mail, mail)
+        try:
             front = Storefront(plan.url, plan.write_key, plan.shopify_secret, pipelined=True)
-            clock = _StackClock(plan.config.start, conn, front)
-            sim = ShopSimulator(plan.config, front, mailbox, clock)
+            clock = ManualClock(plan.config.start)
+            sim = ShopSimulator(plan.config, front, mailbox, clock)  # type: ignore[arg-type]
 
             def broadcast(journey: str) -> int:
                 # the marketer starts the seasonal greeting through the admin API, as a person would
@@ -753,16 +827,61 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
             def progress(day: int) -> None:
                 print(f"\r  day {day}/{plan.config.days}", end="", flush=True)
 
-            # step: the workers' part of the hour (the SMTP server has each message before it
-            # answers 250, so what was sent is in the mailbox when the stack replies)
-            sim.run(lambda: clock.tell("step"), progress=None if plan.quiet else progress, broadcast=broadcast)
+            # the SMTP server has each message before it answers 250, so what the workers sent
+            # is in the mailbox when they say they are done
+            sim.run(_StackLink(conn, front, clock), progress=None if plan.quiet else progress, broadcast=broadcast)
             front.wait()
             if not plan.quiet:
                 print()
             conn.send(("done", dict(sim.truth.__dict__), len(mailbox.since(0))))
         finally:
-            smtp.stop()
+            to_mail.send(("stop",))
+            mail.wait(30)
     except BaseException as exc:  # noqa: BLE001 - reported to the stack's process, which raises it
+        import traceback
+
+        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        if mail is not None and mail.poll() is None:
+            mail.kill()
+            mail.wait()
+        conn.close()
+
+
+@dataclass
+class ApiPlan:
+    """What Omnicast's API process needs: the settings (as overrides), its port, the start."""
+
+    overrides: dict[str, Any]
+    port: int
+    start: datetime
+
+
+def api_process(plan: ApiPlan, conn: Any) -> None:
+    """Omnicast's HTTP API in its own process, as API Gateway and its Lambda are on AWS: the
+    same app on Chalice's local server, over the same database as the workers. It says
+    "ready" once it listens; ("clock", t) moves its clock (the shop's hour), "stop" ends it."""
+    from chalicelib.config import load_settings
+    from chalicelib.runtime import Runtime
+    from chalicelib.server import LocalStack
+
+    try:
+        clock = ManualClock(plan.start)
+        stack = LocalStack(Runtime(load_settings({}, overrides=plan.overrides), clock=clock),
+                           port=plan.port, workers=False).start()
+        try:
+            conn.send(("ready",))
+            while True:
+                message = conn.recv()
+                if message[0] != "clock":
+                    break
+                clock.set(message[1])
+                conn.send(True)
+        finally:
+            stack.stop()
+    except EOFError:
+        pass  # the workers' process is gone: nothing to tell
+    except BaseException as exc:  # noqa: BLE001 - reported to the workers' process, which raises it
         import traceback
 
         conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
@@ -770,8 +889,8 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
         conn.close()
 
 
-def _start_shop(plan: ShopPlan) -> tuple[Any, Any]:
-    """The shop's process (``python -m chalicelib.simulation``) and a connection to it: a
+def _start(role: str, plan: Any) -> tuple[Any, Any]:
+    """A process (``python -m chalicelib.simulation <role> <fd>``) and a connection to it: a
     socket pair, so nothing of the caller's ``__main__`` is re-imported (multiprocessing's
     spawn would) and nothing of this process's threads or database is copied (fork would)."""
     import os
@@ -783,17 +902,31 @@ def _start_shop(plan: ShopPlan) -> tuple[Any, Any]:
     ours, theirs = socket.socketpair()
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    shop = subprocess.Popen([sys.executable, "-m", "chalicelib.simulation", str(theirs.fileno())],
-                            pass_fds=(theirs.fileno(),), env=env)
+    process = subprocess.Popen([sys.executable, "-m", "chalicelib.simulation", role, str(theirs.fileno())],
+                               pass_fds=(theirs.fileno(),), env=env)
     theirs.close()
     conn = Connection(ours.detach())
     conn.send(plan)
-    return conn, shop
+    return conn, process
+
+
+def _receive(conn: Any, process: Any, name: str, others: tuple[Any, ...] = ()) -> Any:
+    """The next message from ``process``, or an error if it (or one of ``others``) ended."""
+    while not conn.poll(1.0):
+        for proc, who in ((process, name), *others):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{who} ended (exit code {proc.returncode})")
+    try:
+        return conn.recv()
+    except EOFError:
+        raise RuntimeError(f"{name} ended (exit code {process.wait(30)})") from None
 
 
 def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Start the local stack here and the simulated shop (with its SMTP server) in a second
-    process, trade, then report. Two processes: the shop and Omnicast each have a core."""
+    """Omnicast's workers here, its HTTP API in a second process and the simulated shop (with
+    its SMTP server) in a third; trade, then report. While the workers take an hour's
+    trade, the API takes the next hour's calls and the shop makes them: the two cores work
+    at once, and the outcome does not depend on which is quicker (see ShopSimulator.run)."""
     import resource
     import socket
     import subprocess
@@ -801,7 +934,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
 
     from chalicelib.config import load_settings
     from chalicelib.runtime import Runtime
-    from chalicelib.server import LocalStack
+    from chalicelib.services.ingest import INGEST_QUEUE
 
     def free_port() -> int:
         with socket.socket() as s:
@@ -812,7 +945,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
     scratch = None
     if data_dir is None:
         scratch = tempfile.TemporaryDirectory(prefix="omnicast-sim-")
-    settings = load_settings({}, overrides={
+    overrides = {
         "data_dir": str(data_dir or scratch.name),  # type: ignore[union-attr]
         "public_url": f"http://127.0.0.1:{port}", "channels": {"email": "smtp"},
         "send_policy": {"holdout_percent": config.holdout_percent},
@@ -822,33 +955,36 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                             "churn": {"horizon_days": 30, "min_customers": 100},
                             "clv": {"horizon_days": 30, "value_days": 365, "min_customers": 100}},
         "shop": {"name": "Omnicast Simulated Shop", "url": "https://sim.shop"},
-    })
+    }
     clock = ManualClock(config.start)
-    runtime = Runtime(settings, clock=clock)
-    stack = LocalStack(runtime, port=port, workers=False).start()
-    shop = None
+    runtime = Runtime(load_settings({}, overrides=overrides), clock=clock)
+    queue_ = runtime.stores.queue
+    api = shop = None
     try:
         shopify_secret = secrets.token_urlsafe(24)  # the simulated shop's app secret, for this run only
         runtime.credentials.add_webhook_secret("shopify", shopify_secret)
-        plan = ShopPlan(config, stack.url, runtime.credentials.create_key("write", "simulated-storefront"),
+        plan = ShopPlan(config, f"http://127.0.0.1:{port}",
+                        runtime.credentials.create_key("write", "simulated-storefront"),
                         runtime.credentials.create_key("admin", "simulated-marketer"), shopify_secret, smtp_port,
                         data_dir / "mailbox" if data_dir else None, quiet)
-        ours, shop = _start_shop(plan)
+        to_api, api = _start("api", ApiPlan(overrides, port, config.start))
+        if _receive(to_api, api, "Omnicast's API process")[0] != "ready":
+            raise RuntimeError(f"Omnicast's API process failed: {to_api.recv()}")
+        ours, shop = _start("shop", plan)
+        watched = ((api, "Omnicast's API process"),)
         started = time.perf_counter()
         while True:
-            while not ours.poll(1.0):
-                if shop.poll() is not None:
-                    raise RuntimeError(f"the simulated shop's process ended (exit code {shop.returncode})")
-            try:
-                message = ours.recv()
-            except EOFError:
-                raise RuntimeError(f"the simulated shop's process ended (exit code {shop.wait(30)})") from None
+            message = _receive(ours, shop, "the simulated shop's process", watched)
             kind = message[0]
-            if kind in ("clock", "step"):
+            if kind == "step":  # ("step", the hour, the next hour)
                 clock.set(message[1])
-                if kind == "step":
-                    runtime.drain()
-                ours.send(True)
+                horizon = queue_.position(INGEST_QUEUE)  # type: ignore[attr-defined]
+                to_api.send(("clock", message[2]))
+                if to_api.recv() is not True:
+                    raise RuntimeError("Omnicast's API process did not move its clock")
+                ours.send(("cut",))
+                runtime.drain(ingest_up_to=horizon)
+                ours.send(("drained",))
             elif kind == "done":
                 truth, received = Truth(**message[1]), message[2]
                 break
@@ -856,10 +992,13 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                 raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
         trade_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before models and report
-        try:
-            shop.wait(30)  # it has said all it had to say; if it lingers, the finally below ends it
-        except subprocess.TimeoutExpired:
-            log.warning("the simulated shop's process did not exit within 30 s; it is stopped")
+        for process, name in ((shop, "shop"), (api, "API")):
+            if process is api:
+                to_api.send(("stop",))
+            try:
+                process.wait(30)  # done; if one lingers, the finally below ends it
+            except subprocess.TimeoutExpired:
+                log.warning("the simulation's %s process did not exit within 30 s; it is stopped", name)
         cards = train_models(runtime) if config.train_models and config.days >= 60 else []
         result = report(runtime, truth, config, received, seconds, data_dir)
         result["models"] = cards
@@ -867,24 +1006,27 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         report_models(cards)
         return result
     finally:
-        if shop is not None and shop.poll() is None:
-            shop.kill()
-            shop.wait()
-        stack.stop()
+        for process in (shop, api):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
         runtime.close()
         if scratch:
             scratch.cleanup()
 
 
-if __name__ == "__main__":  # the shop's process, started by run_simulation
+if __name__ == "__main__":  # the shop's or the API's process, started by run_simulation
     import sys
     from multiprocessing.connection import Connection
 
     from chalicelib import simulation  # the module's own classes, not __main__'s copies (they are pickled)
 
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        print("chalicelib.simulation runs as the simulated shop's process, started by run_simulation; "
-              "run `omnicast demo` (or `make demo`) instead", file=sys.stderr)
+    roles: dict[str, Any] = {"shop": simulation.shop_process, "api": simulation.api_process,
+                             "mail": simulation.mail_process}
+    if len(sys.argv) != 3 or sys.argv[1] not in roles or not sys.argv[2].isdigit():
+        print("chalicelib.simulation runs as the simulated shop's, its mail server's and Omnicast's API processes, "
+              "started by "
+              "run_simulation; run `omnicast demo` (or `make demo`) instead", file=sys.stderr)
         raise SystemExit(2)
-    channel = Connection(int(sys.argv[1]))
-    simulation.shop_process(channel.recv(), channel)
+    channel = Connection(int(sys.argv[2]))
+    roles[sys.argv[1]](channel.recv(), channel)

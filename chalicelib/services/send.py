@@ -423,29 +423,38 @@ class SendService:
         self.ledger.update(key, status="failed", reason=f"failed: {result.error}", at=now, detail=detail)
         return "failed"
 
-    def handle_many(self, tasks: list[dict[str, Any]]) -> list[str | Exception]:
-        """Several send tasks (a queue batch): the same outcome as ``handle`` on each in turn,
-        but the deliveries of different customers go to their channel in one ``send_batch``
-        (which a channel may spread over connections). A customer's tasks run in waves, one
-        per wave, so the contact budget of the second sees the first. Returns each task's
-        status, or the exception that stopped it (that task is left to be retried)."""
-        return self._in_waves(tasks, [t.get("profile_id") for t in tasks], self.handle)
+    def handle_many(self, tasks: list[dict[str, Any]],
+                    timers: list[dict[str, Any]] | tuple[()] = ()) -> list[str | Exception]:
+        """Several send tasks (a queue batch) and due deferred or retried sends (``timers``,
+        already taken): the same outcome as ``handle`` / ``handle_timer`` on each in turn, but
+        the deliveries of different customers go to their channel in one ``send_batch`` (which
+        a channel may spread over connections). A customer's sends run in waves, one per wave,
+        so the contact budget of the second sees the first (a deferred send before a new one).
+        Returns each one's status (tasks, then timers), or the exception that stopped it (that
+        one is left to be retried)."""
+        # a customer's deferred send has waited longest: it goes before their new ones
+        entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]] = [
+            (p, p["task"].get("profile_id"), self.handle_timer) for p in timers]
+        entries += [(t, t.get("profile_id"), self.handle) for t in tasks]
+        out = self._in_waves(entries)
+        return out[len(timers):] + out[:len(timers)]
 
     def handle_timers(self, payloads: list[dict[str, Any]]) -> list[str | Exception]:
         """Due deferred or retried sends (timers already taken), delivered as ``handle_many``."""
-        return self._in_waves(payloads, [p["task"].get("profile_id") for p in payloads], self.handle_timer)
+        return self.handle_many([], payloads)
 
-    def _in_waves(self, items: list[dict[str, Any]], owners: list[Any],
-                  run: Callable[[dict[str, Any]], str]) -> list[str | Exception]:
-        out: list[str | Exception] = ["" for _ in items]
-        pending = list(range(len(items)))
+    def _in_waves(self, entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]]
+                  ) -> list[str | Exception]:
+        out: list[str | Exception] = ["" for _ in entries]
+        pending = list(range(len(entries)))
         while pending:
             wave: list[int] = []
             later: list[int] = []
             seen: set[Any] = set()
             for i in pending:
-                (later if owners[i] in seen else wave).append(i)
-                seen.add(owners[i])
+                owner = entries[i][1]
+                (later if owner in seen else wave).append(i)
+                seen.add(owner)
             held: list[_Delivery] = []
             index: dict[int, int] = {}  # position in held -> task
             # per thread: the send worker and the timer thread may each be delivering a batch
@@ -454,7 +463,8 @@ class SendService:
                 for i in wave:
                     before = len(held)
                     try:
-                        out[i] = run(items[i])
+                        item, _, run = entries[i]
+                        out[i] = run(item)
                     except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
                         out[i] = exc
                         del held[before:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from chalicelib.ports import JourneyState, LedgerEntry, Product, Profile, StoredEvent, Timer
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -215,6 +217,25 @@ def test_queue_batches_beyond_one_sqs_batch(stores):
         if len(seen) == 25:
             break
     assert sorted(seen) == list(range(25))
+
+
+def test_a_receive_up_to_a_local_queue_position_leaves_what_was_sent_after_it(stores):
+    """The simulator's workers take one hour's calls while its API queues the next hour's."""
+    q = stores.queue
+    if not hasattr(q, "position"):  # SQS has no positions: asking for one is a mistake, said so
+        with pytest.raises(NotImplementedError, match="no positions"):
+            q.receive("test", up_to=1)
+        return
+    assert q.position("test") == 0
+    q.send_batch("test", [{"n": 1}, {"n": 2}])
+    mark = q.position("test")
+    q.send("test", {"n": 3})
+    q.send("other", {"n": 9})
+    assert q.position("other") > q.position("test") > mark
+    got = q.receive("test", max_messages=10, visibility_seconds=60, up_to=mark)
+    assert [m.body["n"] for m in got] == [1, 2]
+    assert q.receive("test", max_messages=10, up_to=mark) == []
+    assert [m.body["n"] for m in q.receive("test", max_messages=10)] == [3]
 
 
 def test_blobs(stores):

@@ -180,6 +180,59 @@ def test_a_send_batch_reaches_the_channel_at_once_and_each_customers_budget_hold
     assert sorted(m.to for m in outbox.to("email")) == ["u1@example.com", "u2@example.com", "u3@example.com"]
 
 
+def test_a_drain_delivers_new_and_deferred_sends_in_one_batch_the_deferred_first(rec_runtime, outbox):
+    """The send tasks queued and the deferred sends now due go to the channel in one
+    send_batch (spread over its connections); a customer's deferred send, which has waited
+    longest, goes before their new one, which the budget then defers."""
+    rt = rec_runtime(send_policy={"max_marketing_per_day": 1, "holdout_percent": 0},
+                     journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+    for user in ("u1", "u2"):
+        customer(rt, user, timezone="UTC")
+    rt.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+
+    def task(user, step):
+        return {"profile_id": rt.stores.profiles.resolve("user_id", user), "journey": "promo", "version": "1",
+                "step": step, "entity": "-", "channel": "email", "fallback_channel": None, "template": "welcome",
+                "purpose": "marketing", "priority": 5, "context": {}}
+
+    rt.stores.queue.send("send", task("u1", "first"))
+    rt.stores.queue.send("send", task("u1", "second"))  # over the budget: deferred by a day
+    rt.drain()
+    batches = []
+    email = rt.channel("email")
+    original = email.send_batch
+
+    def recorded(messages):
+        batches.append([(m.to, m.metadata["step"]) for m in messages])
+        return original(messages)
+
+    email.send_batch = recorded
+    rt.clock.advance(timedelta(days=1, minutes=1))
+    rt.stores.queue.send("send", task("u1", "third"))
+    rt.stores.queue.send("send", task("u2", "first"))
+    rt.drain()
+    assert batches == [[("u1@example.com", "second"), ("u2@example.com", "first")]]
+    status = {(e.profile_id, e.step): e.status for e in rt.stores.ledger.all() if e.journey == "promo"}
+    u1 = rt.stores.profiles.resolve("user_id", "u1")
+    assert status[(u1, "second")] == "sent" and status[(u1, "third")] == "deferred"
+
+
+def test_a_drain_up_to_a_queue_position_leaves_the_calls_sent_after_it(rt):
+    """The simulator's API takes the next hour's calls while the workers drain this hour's."""
+    def call(user):
+        body = {"type": "identify", "userId": user, "messageId": f"m-{user}", "timestamp": iso(rt.clock.now()),
+                "traits": {"email": f"{user}@example.com"}}
+        payload = to_payload(parse_call("identify", body, rt.clock.now()).calls[0])
+        rt.stores.queue.send("ingest", {"source": "segment", "received_at": iso(rt.clock.now()), "event": payload})
+
+    call("early")
+    mark = rt.stores.queue.position("ingest")
+    call("late")
+    assert rt.drain(ingest_up_to=mark).ingested == 1
+    assert rt.stores.profiles.resolve("user_id", "early") and rt.stores.profiles.resolve("user_id", "late") is None
+    assert rt.drain().ingested == 1 and rt.stores.profiles.resolve("user_id", "late")
+
+
 def test_two_threads_delivering_batches_at_once_each_send_their_own(rec_runtime, outbox):
     """The local stack's send worker and its timer thread share one send service: a batch
     collected on one thread never picks up (or loses) the other's deliveries."""

@@ -42,7 +42,11 @@ class SqsQueue:
                 for f in failed:
                     self.clients.sqs.send_message(QueueUrl=url, MessageBody=entries[int(f["Id"])]["MessageBody"])
 
-    def receive(self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30) -> list[QueueMessage]:
+    def receive(
+        self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30, up_to: int | None = None
+    ) -> list[QueueMessage]:
+        if up_to is not None:
+            raise NotImplementedError("SQS messages have no positions (up_to is the local queue's)")
         result = self.clients.sqs.receive_message(
             QueueUrl=self.url(queue),
             MaxNumberOfMessages=min(max_messages, 10),

@@ -503,16 +503,24 @@ class SqliteQueue:
                 [(queue, _dumps(b), now) for b in bodies],
             )
 
-    def receive(self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30) -> list[QueueMessage]:
+    def position(self, queue: str) -> int:
+        """Where ``queue`` is now: ``receive(up_to=...)`` takes nothing sent after it."""
+        rows = self.db.query("SELECT MAX(id) FROM queue WHERE queue=?", (queue,))
+        return int(rows[0][0] or 0)
+
+    def receive(
+        self, queue: str, *, max_messages: int = 10, visibility_seconds: int = 30, up_to: int | None = None
+    ) -> list[QueueMessage]:
         now = self.time()
         token = uuid.uuid4().hex  # one per receive; a receipt is "<row id>:<token>", unique per delivery
+        horizon = (1 << 62) if up_to is None else up_to  # ids are AUTOINCREMENT: later sends have larger ones
         with self.db.tx() as conn:
             # one statement hides the batch and returns it (RETURNING's order is unspecified: sorted here)
             rows = conn.execute(
                 "UPDATE queue SET visible_at=?, receive_count=receive_count+1, receipt=id || ':' || ? "
-                "WHERE id IN (SELECT id FROM queue WHERE queue=? AND visible_at <= ? ORDER BY id LIMIT ?) "
+                "WHERE id IN (SELECT id FROM queue WHERE queue=? AND visible_at <= ? AND id <= ? ORDER BY id LIMIT ?) "
                 "RETURNING id, body, receive_count, receipt",
-                (now + visibility_seconds, token, queue, now, max_messages),
+                (now + visibility_seconds, token, queue, now, horizon, max_messages),
             ).fetchall()
         rows.sort()
         return [QueueMessage(receipt=receipt, body=json.loads(body), receive_count=count)
