@@ -194,6 +194,7 @@ class Runtime:
             credentials=self.credentials,
             channel_factory=self.channel,
             events=self.stores.events,
+            transaction=self.stores.transaction,
         )
         load_templates(sender, self.stores.blobs)
         sender.tracking = self.tracking
@@ -385,13 +386,14 @@ class Runtime:
         together (send_batch), and each task is acknowledged once handled."""
         done = 0
         outcomes = self.sender.handle_many([msg.body for msg in messages], timers)
-        for msg, outcome in zip(messages, outcomes[:len(messages)], strict=True):
-            if isinstance(outcome, Exception):
-                log.error("processing a %s message failed (receive #%d)", SEND_QUEUE, msg.receive_count,
-                          exc_info=outcome)
-                continue
-            self.stores.queue.ack(SEND_QUEUE, msg.receipt)
-            done += 1
+        with (self.stores.transaction or nullcontext)():
+            for msg, outcome in zip(messages, outcomes[:len(messages)], strict=True):
+                if isinstance(outcome, Exception):
+                    log.error("processing a %s message failed (receive #%d)", SEND_QUEUE, msg.receive_count,
+                              exc_info=outcome)
+                    continue
+                self.stores.queue.ack(SEND_QUEUE, msg.receipt)
+                done += 1
         for outcome in outcomes[len(messages):]:
             if isinstance(outcome, Exception):
                 log.error("a deferred send failed after its timer was taken", exc_info=outcome)
@@ -423,12 +425,13 @@ class Runtime:
                         self.journeys.resume(timer.payload)
                         fired += 1
         sends = []
+        due_sends = [t for t in due if t.payload.get("kind") == "send"]
+        if due_sends:  # taken together (one commit), delivered together by the caller
+            with (self.stores.transaction or nullcontext)():
+                sends = [t.payload for t in due_sends if self.stores.journeys.take(t.timer_id)]
         for timer in due:
             kind = timer.payload.get("kind")
-            if kind in JOURNEY_TIMERS or not self.stores.journeys.take(timer.timer_id):
-                continue
-            if kind == "send":
-                sends.append(timer.payload)  # delivered together by the caller, each customer's in turn
+            if kind in JOURNEY_TIMERS or kind == "send" or not self.stores.journeys.take(timer.timer_id):
                 continue
             if kind in ("models_score", "models_train"):
                 self.scoring.on_timer(timer.payload, self.stores.journeys)

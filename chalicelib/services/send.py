@@ -23,6 +23,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,6 +133,7 @@ class SendService:
         channel_factory: Any,
         events: EventStore | None = None,
         renderer: TemplateRenderer | None = None,
+        transaction: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = settings.send_policy
@@ -145,6 +147,7 @@ class SendService:
         self.channel_for = channel_factory  # callable(kind) -> Channel
         self.renderer = renderer or TemplateRenderer()
         self.throttle = ProviderThrottle()
+        self.transaction = transaction or nullcontext  # the stores' unit of work, where they have one
         self._local = threading.local()  # the deliveries a handle_many on this thread is collecting
         self.tracking: Any = None  # link and open tracking, when the runtime has it
         self.inbound: Any = None  # applies feedback a send returned (a dead push token), when the runtime has it
@@ -460,22 +463,27 @@ class SendService:
             # per thread: the send worker and the timer thread may each be delivering a batch
             self._local.held = held
             try:
-                for i in wave:
-                    before = len(held)
-                    try:
-                        item, _, run = entries[i]
-                        out[i] = run(item)
-                    except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
-                        out[i] = exc
-                        del held[before:]
-                    if len(held) > before:
-                        index[before] = i
+                # the wave's bookkeeping commits once (where the stores have transactions), each
+                # send a savepoint: one that fails leaves nothing behind and is tried again whole
+                with self.transaction():
+                    for i in wave:
+                        before = len(held)
+                        try:
+                            item, _, run = entries[i]
+                            with self.transaction():
+                                out[i] = run(item)
+                        except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
+                            out[i] = exc
+                            del held[before:]
+                        if len(held) > before:
+                            index[before] = i
             finally:
                 self._local.held = None
             by_channel: dict[int, list[int]] = {}
             for n, delivery in enumerate(held):
                 by_channel.setdefault(id(delivery.channel), []).append(n)
-            for positions in by_channel.values():
+            answers: list[tuple[list[int], list[SendResult]]] = []
+            for positions in by_channel.values():  # no transaction is open while providers are called
                 channel = held[positions[0]].channel
                 messages = [held[n].message for n in positions]
                 for message in messages:
@@ -488,10 +496,14 @@ class SendService:
                     log.exception("channel %s raised", channel.name)
                     results = [SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)] * len(
                         messages)
-                for n, result in zip(positions, results, strict=True):
-                    try:
-                        out[index[n]] = self._finish(held[n], result)
-                    except Exception as exc:  # noqa: BLE001 - as above
-                        out[index[n]] = exc
+                answers.append((positions, results))
+            with self.transaction():
+                for positions, results in answers:
+                    for n, result in zip(positions, results, strict=True):
+                        try:
+                            with self.transaction():
+                                out[index[n]] = self._finish(held[n], result)
+                        except Exception as exc:  # noqa: BLE001 - as above
+                            out[index[n]] = exc
             pending = later
         return out

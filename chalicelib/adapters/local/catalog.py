@@ -18,8 +18,7 @@ CREATE TABLE IF NOT EXISTS catalog (
 class SqliteCatalogStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        with db.lock:
-            db.conn.executescript(SCHEMA)
+        db.script(SCHEMA)
 
     def get(self, product_id: str, variant_id: str) -> Product | None:
         rows = self.db.query("SELECT body FROM catalog WHERE product_id=? AND variant_id=?", (product_id, variant_id))

@@ -35,8 +35,7 @@ CHUNK = 5000
 class SqliteScoreStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        with db.lock:
-            db.conn.executescript(SCHEMA)
+        db.script(SCHEMA)
 
     def put_many(self, scores: list[JSON]) -> int:
         rows = [

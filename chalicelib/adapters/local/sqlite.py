@@ -76,23 +76,55 @@ CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 LIVE_STATUSES = frozenset({"active", "waiting", "waiting_event"})  # journey_states_live's condition
+BUSY_SECONDS = 30.0  # how long a write waits for another process's transaction before it fails
+BUSY_PAUSES = (0.0001, 0.0002, 0.0005, 0.001, 0.002)  # then every 2 ms
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class Database:
-    """One SQLite connection shared by the local stores."""
+    """One SQLite connection shared by the local stores.
+
+    Another process may write to the same file (the simulator's API and workers, a CLI
+    command beside ``omnicast serve``). SQLite's own busy handler sleeps 1, 2, 5 ... 100 ms
+    between tries; a write that meets another's transaction here tries again after 0.1 ms,
+    then longer, every 2 ms at most (the other's write is usually over in well under 1 ms).
+    """
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=0)
         self.lock = threading.RLock()
         self._savepoints = 0
         with self.lock:
             if self.path != ":memory:":
-                self.conn.execute("PRAGMA journal_mode=WAL")
+                self._retrying(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
             self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
+        self.script(SCHEMA)
+
+    def _retrying(self, action: Callable[[], Any]) -> Any:
+        """``action()``, tried again while another connection holds the write lock (outside a
+        transaction of ours: inside one we hold it, and SQLite never answers busy then)."""
+        waited = 0.0
+        for attempt in range(1 << 30):
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or self.conn.in_transaction or waited >= BUSY_SECONDS:
+                    raise
+            pause = BUSY_PAUSES[min(attempt, len(BUSY_PAUSES) - 1)]
+            time.sleep(pause)
+            waited += pause
+        raise AssertionError("unreachable")
+
+    def script(self, sql: str) -> None:
+        """Run a schema script (CREATE ... IF NOT EXISTS), waiting for other writers."""
+        with self.lock:
+            self._retrying(lambda: self.conn.executescript(sql))
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -114,7 +146,7 @@ class Database:
                     raise
                 self.conn.execute(f"RELEASE {name}")
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self.conn
             except BaseException:
@@ -124,11 +156,11 @@ class Database:
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.lock:
-            return self.conn.execute(sql, params).fetchall()
+            return self._retrying(lambda: self.conn.execute(sql, params).fetchall())  # type: ignore[no-any-return]
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self.lock:
-            return self.conn.execute(sql, params).rowcount
+            return self._retrying(lambda: self.conn.execute(sql, params).rowcount)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         with self.lock:
