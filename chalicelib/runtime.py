@@ -356,10 +356,7 @@ class Runtime:
         """Receive and process one batch from ``queue`` (sent up to the position ``up_to``, if
         given); acknowledged only on success."""
         done = 0
-        if up_to is None:
-            messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60)
-        else:
-            messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60, up_to=up_to)
+        messages = self.stores.queue.receive(queue, max_messages=max_messages, visibility_seconds=60, up_to=up_to)
         if not messages:
             return 0
         # ingest work is all storage: one transaction per batch where the adapter has them

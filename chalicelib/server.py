@@ -45,10 +45,10 @@ class LocalStack:
         self.workers = workers
         self.host = host
         self.poll_seconds = poll_seconds
-        set_runtime(runtime)
         import app as app_module  # the same app object that Lambda runs
 
         self.server = LocalDevServer(app_module.app, Config(), host, port, handler_cls=QuietRequestHandler)
+        set_runtime(runtime)  # once the port is ours: a stack that cannot listen leaves no runtime behind
         self.port = self.server.server.server_address[1]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

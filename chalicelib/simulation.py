@@ -867,8 +867,12 @@ def api_process(plan: ApiPlan, conn: Any) -> None:
 
     try:
         clock = ManualClock(plan.start)
-        stack = LocalStack(Runtime(load_settings({}, overrides=plan.overrides), clock=clock),
-                           port=plan.port, workers=False).start()
+        runtime = Runtime(load_settings({}, overrides=plan.overrides), clock=clock)
+        try:
+            stack = LocalStack(runtime, port=plan.port, workers=False).start()
+        except BaseException:
+            runtime.close()
+            raise
         try:
             conn.send(("ready",))
             while True:
@@ -968,8 +972,9 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                         runtime.credentials.create_key("admin", "simulated-marketer"), shopify_secret, smtp_port,
                         data_dir / "mailbox" if data_dir else None, quiet)
         to_api, api = _start("api", ApiPlan(overrides, port, config.start))
-        if _receive(to_api, api, "Omnicast's API process")[0] != "ready":
-            raise RuntimeError(f"Omnicast's API process failed: {to_api.recv()}")
+        ready = _receive(to_api, api, "Omnicast's API process")
+        if ready[0] != "ready":  # ("failed", why)
+            raise RuntimeError(f"Omnicast's API process failed: {ready[1]}")
         ours, shop = _start("shop", plan)
         watched = ((api, "Omnicast's API process"),)
         started = time.perf_counter()
@@ -992,9 +997,8 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                 raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
         trade_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before models and report
+        to_api.send(("stop",))
         for process, name in ((shop, "shop"), (api, "API")):
-            if process is api:
-                to_api.send(("stop",))
             try:
                 process.wait(30)  # done; if one lingers, the finally below ends it
             except subprocess.TimeoutExpired:

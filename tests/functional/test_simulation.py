@@ -185,6 +185,31 @@ def test_the_shops_process_reports_a_failure_instead_of_hanging(tmp_path):
     assert kind == "failed" and "the storefront's call failed" in why and "Connection refused" in why
 
 
+def test_the_api_process_reports_a_failure_to_start_instead_of_hanging(tmp_path):
+    """Omnicast's API runs in a process of its own; when its port is taken it says why over
+    the connection (run_simulation raises it as an error naming the process)."""
+    import socket
+    import threading
+    from multiprocessing import Pipe
+
+    from chalicelib import runtime as runtime_module
+    from chalicelib.simulation import ApiPlan, api_process
+
+    installed = runtime_module._runtime
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        ours, theirs = Pipe()
+        plan = ApiPlan({"data_dir": str(tmp_path)}, taken.getsockname()[1], SimConfig().start)
+        worker = threading.Thread(target=api_process, args=(plan, theirs), daemon=True)
+        worker.start()
+        assert ours.poll(60)
+        kind, why = ours.recv()
+        worker.join(30)
+    assert kind == "failed" and "Address already in use" in why
+    assert runtime_module._runtime is installed  # a stack that could not listen installed no runtime
+
+
 def test_the_shops_entry_point_run_by_hand_says_what_to_run_instead():
     import subprocess
     import sys
