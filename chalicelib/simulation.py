@@ -32,6 +32,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -761,27 +762,45 @@ def mail_process(plan: MailPlan, conn: Any) -> None:
     from aiosmtpd.controller import Controller
 
     sys.setswitchinterval(0.0005)  # the SMTP thread answers soon though the parser is busy
-    try:
-        mailbox = Mailbox(plan.folder)
-        smtp = Controller(mailbox, hostname="127.0.0.1", port=plan.port)
+    boxes: list[Mailbox] = []
+
+    def start() -> Callable[[], Any]:
+        boxes.append(Mailbox(plan.folder))
+        smtp = Controller(boxes[0], hostname="127.0.0.1", port=plan.port)
         smtp.start()
+        return smtp.stop
+
+    _serve(conn, start, "since", lambda n: boxes[0].since(n))
+
+
+def _serve(conn: Any, start: Callable[[], Callable[[], Any]], kind: str, answer: Callable[[Any], Any]) -> None:
+    """A helper process's life: ``start()`` (which returns its stop), say "ready", answer each
+    (``kind``, argument) with ``answer(argument)`` until any other message, stop. A failure
+    goes back over the connection as ("failed", why); a connection closed by the other side
+    ends it quietly (that process is gone, nobody is listening)."""
+    try:
+        stop = start()
         try:
             conn.send(("ready",))
             while True:
                 message = conn.recv()
-                if message[0] != "since":
+                if message[0] != kind:
                     break
-                conn.send(mailbox.since(message[1]))
+                conn.send(answer(message[1]))
         finally:
-            smtp.stop()
+            stop()
     except EOFError:
-        pass  # the shop's process is gone: nothing to tell
-    except BaseException as exc:  # noqa: BLE001 - reported to the shop's process, which raises it
-        import traceback
-
-        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        pass
+    except BaseException as exc:  # noqa: BLE001 - reported to the process that started this one
+        conn.send(_failed(exc))
     finally:
         conn.close()
+
+
+def _failed(exc: BaseException) -> tuple[str, str]:
+    import traceback
+
+    return "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
 class _MailboxLink:
@@ -838,9 +857,7 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
             to_mail.send(("stop",))
             mail.wait(30)
     except BaseException as exc:  # noqa: BLE001 - reported to the stack's process, which raises it
-        import traceback
-
-        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        conn.send(_failed(exc))
     finally:
         if mail is not None and mail.poll() is None:
             mail.kill()
@@ -865,32 +882,21 @@ def api_process(plan: ApiPlan, conn: Any) -> None:
     from chalicelib.runtime import Runtime
     from chalicelib.server import LocalStack
 
-    try:
-        clock = ManualClock(plan.start)
+    clock = ManualClock(plan.start)
+
+    def start() -> Callable[[], Any]:
         runtime = Runtime(load_settings({}, overrides=plan.overrides), clock=clock)
         try:
-            stack = LocalStack(runtime, port=plan.port, workers=False).start()
+            return LocalStack(runtime, port=plan.port, workers=False).start().stop
         except BaseException:
             runtime.close()
             raise
-        try:
-            conn.send(("ready",))
-            while True:
-                message = conn.recv()
-                if message[0] != "clock":
-                    break
-                clock.set(message[1])
-                conn.send(True)
-        finally:
-            stack.stop()
-    except EOFError:
-        pass  # the workers' process is gone: nothing to tell
-    except BaseException as exc:  # noqa: BLE001 - reported to the workers' process, which raises it
-        import traceback
 
-        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-    finally:
-        conn.close()
+    def move(to: datetime) -> bool:
+        clock.set(to)
+        return True
+
+    _serve(conn, start, "clock", move)
 
 
 def _start(role: str, plan: Any) -> tuple[Any, Any]:
