@@ -401,14 +401,13 @@ class Runtime:
 
         Journey timers are all storage: where the adapter has transactions they are taken and
         run in one, so a timer and what it did commit together (a crash leaves both undone, to
-        be fired again), and the batch commits once. Sends, scoring and broadcasts talk to
-        providers or run long, so each of those is taken and run on its own."""
+        be fired again), and the batch commits once. Scoring and broadcasts run long, so each
+        is taken and run on its own; due sends are taken together (one commit) and delivered
+        together, outside any transaction while the providers are called."""
         fired, sends = self._fire_due(limit)
-        for outcome in self.sender.handle_timers(sends) if sends else []:
-            if isinstance(outcome, Exception):
-                log.error("a deferred send failed after its timer was taken", exc_info=outcome)
-            fired += 1
-        return fired
+        if sends:
+            self._send([], sends)
+        return fired + len(sends)
 
     def _fire_due(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """Fire the due timers but the sends; those are taken and returned, to be delivered."""

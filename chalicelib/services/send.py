@@ -442,10 +442,6 @@ class SendService:
         out = self._in_waves(entries)
         return out[len(timers):] + out[:len(timers)]
 
-    def handle_timers(self, payloads: list[dict[str, Any]]) -> list[str | Exception]:
-        """Due deferred or retried sends (timers already taken), delivered as ``handle_many``."""
-        return self.handle_many([], payloads)
-
     def _in_waves(self, entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]]
                   ) -> list[str | Exception]:
         out: list[str | Exception] = ["" for _ in entries]
