@@ -29,13 +29,16 @@ from chalicelib.ports import (
     Timer,
 )
 
+# events keep their rowid (payloads run to kilobytes: a WITHOUT ROWID table stores them in its
+# key's b-tree, and an append plus its processed mark cost 84 us against 45 us this way);
+# a database made before keeps its layout, and both answer the same queries
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,
     profile_id TEXT, received_at TEXT NOT NULL, timestamp TEXT NOT NULL,
     event TEXT, payload TEXT NOT NULL, processed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (source, message_id)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, timestamp);
 CREATE TABLE IF NOT EXISTS profiles (
     profile_id TEXT PRIMARY KEY, traits TEXT NOT NULL, identifiers TEXT NOT NULL,
