@@ -803,18 +803,38 @@ def _failed(exc: BaseException) -> tuple[str, str]:
     return "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
+class _Served:
+    """A process that ``_serve`` runs (Omnicast's API, the shop's mail server), seen from the
+    process that started it: started once it says "ready"; ``ask`` sends a request and
+    returns the answer; a failure over there is raised here with its reason."""
+
+    def __init__(self, role: str, plan: Any, name: str) -> None:
+        self.name = name
+        self.conn, self.process = _start(role, plan)
+        self._answer()  # ("ready",)
+
+    def _answer(self) -> Any:
+        answer = _receive(self.conn, self.process, self.name)
+        if isinstance(answer, tuple) and answer[:1] == ("failed",):
+            raise RuntimeError(f"{self.name} failed: {answer[1]}")
+        return answer
+
+    def ask(self, kind: str, argument: Any) -> Any:
+        self.conn.send((kind, argument))
+        return self._answer()
+
+    def stop(self) -> None:
+        self.conn.send(("stop",))
+
+
 class _MailboxLink:
     """The shop's view of its mail server's mailbox (in the mail process)."""
 
-    def __init__(self, conn: Any, process: Any) -> None:
-        self.conn, self.process = conn, process
+    def __init__(self, server: _Served) -> None:
+        self.server = server
 
     def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
-        self.conn.send(("since", start))
-        answer = _receive(self.conn, self.process, "the shop's mail process")
-        if isinstance(answer, tuple):  # ("failed", why)
-            raise RuntimeError(f"the shop's mail process failed: {answer[1]}")
-        return list(answer)
+        return list(self.server.ask("since", start))
 
 
 def shop_process(plan: ShopPlan, conn: Any) -> None:
@@ -824,11 +844,8 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
     truth."""
     mail = None
     try:
-        to_mail, mail = _start("mail", MailPlan(plan.smtp_port, plan.mailbox))
-        ready = _receive(to_mail, mail, "the shop's mail process")
-        if ready[0] != "ready":
-            raise RuntimeError(f"the shop's mail process failed: {ready[1]}")
-        mailbox = _MailboxLink(to_mail, mail)
+        mail = _Served("mail", MailPlan(plan.smtp_port, plan.mailbox), "the shop's mail process")
+        mailbox = _MailboxLink(mail)
         try:
             front = Storefront(plan.url, plan.write_key, plan.shopify_secret, pipelined=True)
             clock = ManualClock(plan.config.start)
@@ -854,14 +871,14 @@ def shop_process(plan: ShopPlan, conn: Any) -> None:
                 print()
             conn.send(("done", dict(sim.truth.__dict__), len(mailbox.since(0))))
         finally:
-            to_mail.send(("stop",))
-            mail.wait(30)
+            mail.stop()
+            mail.process.wait(30)
     except BaseException as exc:  # noqa: BLE001 - reported to the stack's process, which raises it
         conn.send(_failed(exc))
     finally:
-        if mail is not None and mail.poll() is None:
-            mail.kill()
-            mail.wait()
+        if mail is not None and mail.process.poll() is None:
+            mail.process.kill()
+            mail.process.wait()
         conn.close()
 
 
@@ -933,10 +950,11 @@ def _receive(conn: Any, process: Any, name: str, others: tuple[Any, ...] = ()) -
 
 
 def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Omnicast's workers here, its HTTP API in a second process and the simulated shop (with
-    its SMTP server) in a third; trade, then report. While the workers take an hour's
-    trade, the API takes the next hour's calls and the shop makes them: the two cores work
-    at once, and the outcome does not depend on which is quicker (see ShopSimulator.run)."""
+    """Omnicast's workers here, its HTTP API in a second process, the simulated shop in a
+    third and the shop's SMTP server in a fourth (the shop starts it); trade, then report.
+    While the workers take an hour's trade, the API takes the next hour's calls and the shop
+    makes them: the two cores work at once, and the outcome does not depend on which is
+    quicker (see ShopSimulator.run)."""
     import resource
     import socket
     import subprocess
@@ -969,7 +987,8 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
     clock = ManualClock(config.start)
     runtime = Runtime(load_settings({}, overrides=overrides), clock=clock)
     queue_ = runtime.stores.queue
-    api = shop = None
+    api: _Served | None = None
+    shop = None
     try:
         shopify_secret = secrets.token_urlsafe(24)  # the simulated shop's app secret, for this run only
         runtime.credentials.add_webhook_secret("shopify", shopify_secret)
@@ -977,12 +996,9 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                         runtime.credentials.create_key("write", "simulated-storefront"),
                         runtime.credentials.create_key("admin", "simulated-marketer"), shopify_secret, smtp_port,
                         data_dir / "mailbox" if data_dir else None, quiet)
-        to_api, api = _start("api", ApiPlan(overrides, port, config.start))
-        ready = _receive(to_api, api, "Omnicast's API process")
-        if ready[0] != "ready":  # ("failed", why)
-            raise RuntimeError(f"Omnicast's API process failed: {ready[1]}")
+        api = _Served("api", ApiPlan(overrides, port, config.start), "Omnicast's API process")
         ours, shop = _start("shop", plan)
-        watched = ((api, "Omnicast's API process"),)
+        watched = ((api.process, api.name),)
         started = time.perf_counter()
         while True:
             message = _receive(ours, shop, "the simulated shop's process", watched)
@@ -990,9 +1006,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             if kind == "step":  # ("step", the hour, the next hour)
                 clock.set(message[1])
                 horizon = queue_.position(INGEST_QUEUE)  # type: ignore[attr-defined]
-                to_api.send(("clock", message[2]))
-                if to_api.recv() is not True:
-                    raise RuntimeError("Omnicast's API process did not move its clock")
+                api.ask("clock", message[2])  # the API takes the next hour's calls at the next hour
                 ours.send(("cut",))
                 runtime.drain(ingest_up_to=horizon)
                 ours.send(("drained",))
@@ -1003,8 +1017,8 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                 raise RuntimeError(f"the simulated shop failed: {message[1]}")
         seconds = time.perf_counter() - started
         trade_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before models and report
-        to_api.send(("stop",))
-        for process, name in ((shop, "shop"), (api, "API")):
+        api.stop()
+        for process, name in ((shop, "shop"), (api.process, "API")):
             try:
                 process.wait(30)  # done; if one lingers, the finally below ends it
             except subprocess.TimeoutExpired:
@@ -1016,7 +1030,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         report_models(cards)
         return result
     finally:
-        for process in (shop, api):
+        for process in (shop, api.process if api else None):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
@@ -1025,7 +1039,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             scratch.cleanup()
 
 
-if __name__ == "__main__":  # the shop's or the API's process, started by run_simulation
+if __name__ == "__main__":  # the shop's, its mail server's or the API's process, started by run_simulation
     import sys
     from multiprocessing.connection import Connection
 

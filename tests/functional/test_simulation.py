@@ -210,6 +210,22 @@ def test_the_api_process_reports_a_failure_to_start_instead_of_hanging(tmp_path)
     assert runtime_module._runtime is installed  # a stack that could not listen installed no runtime
 
 
+def test_a_helper_process_that_cannot_start_is_an_error_naming_it_and_why():
+    """The side that starts the shop's mail server (or the API) raises what went wrong over
+    there, instead of waiting for a "ready" that never comes."""
+    import socket
+
+    import pytest
+
+    from chalicelib.simulation import MailPlan, _Served
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(RuntimeError, match="the shop's mail process failed: .*(in use|Errno 98)"):
+            _Served("mail", MailPlan(taken.getsockname()[1], None), "the shop's mail process")
+
+
 def test_the_shops_entry_point_run_by_hand_says_what_to_run_instead():
     import subprocess
     import sys

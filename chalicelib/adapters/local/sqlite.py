@@ -8,6 +8,7 @@ whether they won through ``rowcount``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
@@ -113,7 +114,7 @@ class Database:
         """``action()``, tried again while another connection holds the write lock (outside a
         transaction of ours: inside one we hold it, and SQLite never answers busy then)."""
         waited = 0.0
-        for attempt in range(1 << 30):
+        for attempt in itertools.count():
             try:
                 return action()
             except sqlite3.OperationalError as exc:
@@ -122,7 +123,6 @@ class Database:
             pause = BUSY_PAUSES[min(attempt, len(BUSY_PAUSES) - 1)]
             time.sleep(pause)
             waited += pause
-        raise AssertionError("unreachable")
 
     def script(self, sql: str) -> None:
         """Run a schema script (CREATE ... IF NOT EXISTS), waiting for other writers."""
