@@ -222,7 +222,7 @@ def test_a_helper_process_that_cannot_start_is_an_error_naming_it_and_why():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        with pytest.raises(RuntimeError, match="the shop's mail process failed: .*(in use|Errno 98)"):
+        with pytest.raises(RuntimeError, match=r"the shop's mail process failed: .*(in use|Errno 98)"):
             _Served("mail", MailPlan(taken.getsockname()[1], None), "the shop's mail process")
 
 
