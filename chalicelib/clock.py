@@ -48,6 +48,23 @@ class ManualClock:
             self._now = when.astimezone(UTC)
 
 
+class HeldClock:
+    """The channels' clock: another clock's time, or the time it is held at.
+
+    A wave of sends handed to the channels in the background (``Runtime.drain`` with
+    ``leave_sends_in_flight``) is delivered while the workers' clock moves on to the next
+    hour; the channels then read the time the wave was prepared at (a message's Date), as
+    they would have had they delivered it at once."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.held: datetime | None = None
+
+    def now(self) -> datetime:
+        held = self.held
+        return held if held is not None else self.clock.now()
+
+
 def iso(dt: datetime) -> str:
     """A sortable UTC timestamp with microseconds, used as a key component in every store."""
     # isoformat is several times faster than strftime; same text: 2026-03-02T10:00:00.000000Z

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from chalicelib.clock import Clock, SystemClock
+from chalicelib.clock import Clock, HeldClock, SystemClock
 from chalicelib.config import Settings, load_settings
 from chalicelib.plugin_api import Channel, ChannelContext
 from chalicelib.plugin_host import PluginHost
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from chalicelib.services.recommendations import RecommendationsService
     from chalicelib.services.scoring import ScoringService
     from chalicelib.services.segments import SegmentService
-    from chalicelib.services.send import SendService
+    from chalicelib.services.send import Sending, SendService
     from chalicelib.services.tracking import Tracking
     from chalicelib.services.webhooks import WebhookProcessor
 
@@ -83,6 +84,11 @@ class Runtime:
         self.credentials = Credentials(self.stores.secrets, self.clock)
         self._channels: dict[str, Channel] = {}
         self._channel_lock = threading.Lock()
+        self.channel_clock = HeldClock(self.clock)  # the channels' clock (see drain's leave_sends_in_flight)
+        # a drain's last wave of sends still with its channels, and the send tasks it answers
+        self._in_flight: tuple[list[QueueMessage], Sending] | None = None
+        self._transmitter: ThreadPoolExecutor | None = None
+        self.delivered = 0  # deliveries a channel accepted ("sent") recorded by this runtime
         # the HTTP function needs only these; the workers' services are built on first use,
         # so an API cold start never imports the template engine or parses the journey library
         self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
@@ -336,7 +342,7 @@ class Runtime:
         """The configured channel plugin instance for ``kind`` (created once)."""
         with self._channel_lock:
             if kind not in self._channels:
-                context = ChannelContext(clock=self.clock, blobs=self.stores.blobs)
+                context = ChannelContext(clock=self.channel_clock, blobs=self.stores.blobs)
                 self._channels[kind] = self.host.make_channel(kind, self.settings, context)
             return self._channels[kind]
 
@@ -365,24 +371,68 @@ class Runtime:
         if queue == SEND_QUEUE:
             return self._send(messages)
         tx = self.stores.transaction if queue == INGEST_QUEUE and self.stores.transaction else nullcontext
+        # a queue kept apart from the stores' transactions (the local ingest queue, so that the
+        # API never waits for the workers) is acknowledged once the batch has committed: a
+        # crash between the two redelivers messages already applied, which change nothing
+        apart = getattr(self.stores.queue, "own_database", lambda name: False)(queue)
+        handled = []
         with tx():
             for msg in messages:
                 try:
                     with tx():
                         self.handle_message(queue, msg.body)
-                        self.stores.queue.ack(queue, msg.receipt)
+                        if not apart:
+                            self.stores.queue.ack(queue, msg.receipt)
                 except Exception:
                     log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
                     continue
+                handled.append(msg.receipt)
                 done += 1
+        for receipt in handled if apart else ():
+            self.stores.queue.ack(queue, receipt)
         return done
 
-    def _send(self, messages: list[QueueMessage], timers: list[dict[str, Any]] | tuple[()] = ()) -> int:
+    def _send(self, messages: list[QueueMessage], timers: list[dict[str, Any]] | tuple[()] = (), *,
+              leave_in_flight: bool = False) -> int:
         """Deliver a batch of send tasks and due send timers (taken) together: sends talk to
         providers, so they never hold a transaction open; the deliveries go to each channel
-        together (send_batch), and each task is acknowledged once handled."""
+        together (send_batch), and each task is acknowledged once handled. A wave left in
+        flight before is recorded first (this batch's budget sees it). ``leave_in_flight``:
+        the last wave is left with its channels (``settle_sends`` records it); its tasks are
+        counted here, as handled."""
+        if not messages and not timers:
+            return 0
+        self.settle_sends()  # counted when it was started
+        bodies = [msg.body for msg in messages]
+        if not leave_in_flight:
+            return self._acknowledge(messages, self.sender.start_many(bodies, timers))
+        if self._transmitter is None:
+            self._transmitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transmit")
+        self.channel_clock.held = self.clock.now()  # the wave's messages bear its time
+        sending = self.sender.start_many(bodies, timers, background=self._transmitter)
+        if not sending.in_flight:
+            self.channel_clock.held = None
+            return self._acknowledge(messages, sending)
+        self._in_flight = (messages, sending)
+        return len(messages)
+
+    def settle_sends(self) -> int:
+        """Wait for the wave left with its channels (if any), record what they answered and
+        acknowledge its tasks. Returns how many were acknowledged."""
+        with self._channel_lock:  # one thread takes it (a scheduler's tick may meet a drain)
+            taken, self._in_flight = self._in_flight, None
+        if taken is None:
+            return 0
+        messages, sending = taken
+        try:
+            return self._acknowledge(messages, sending)
+        finally:
+            self.channel_clock.held = None
+
+    def _acknowledge(self, messages: list[QueueMessage], sending: Sending) -> int:
         done = 0
-        outcomes = self.sender.handle_many([msg.body for msg in messages], timers)
+        outcomes = sending.finish()
+        self.delivered += outcomes.count("sent")
         with (self.stores.transaction or nullcontext)():
             for msg, outcome in zip(messages, outcomes[:len(messages)], strict=True):
                 if isinstance(outcome, Exception):
@@ -439,11 +489,16 @@ class Runtime:
             fired += 1
         return fired, sends
 
-    def drain(self, max_rounds: int = 10_000, *, ingest_up_to: int | None = None) -> DrainReport:
+    def drain(self, max_rounds: int = 10_000, *, ingest_up_to: int | None = None,
+              leave_sends_in_flight: bool = False) -> DrainReport:
         """Run queues and due timers until nothing is left (tests, CLI, the simulator).
 
         ``ingest_up_to``: the ingest queue's position (local queue) past which calls are left
-        for a later drain: the simulator's API process takes the next hour's calls meanwhile."""
+        for a later drain: the simulator's API process takes the next hour's calls meanwhile.
+        ``leave_sends_in_flight``: the last wave of sends is left with its channels, recorded
+        (as of now) by the next drain before it sends, after it has taken the events: the
+        workers take the next hour's events while the channels deliver this hour's mail.
+        Every decision about the wave is taken here; the channels read this time meanwhile."""
         report = DrainReport()
         for _ in range(max_rounds):
             # ingest takes 100 at a time here (one transaction; SQS's limit of 10 is the cloud's):
@@ -455,16 +510,25 @@ class Runtime:
             # the due deferred ones: one wave of deliveries for the hour, spread over the channel's
             # connections (SQS's batch of 10 is the cloud's; here up to 500 at once)
             c, due_sends = self._fire_due(500)
-            b = self._send(self.stores.queue.receive(SEND_QUEUE, max_messages=500, visibility_seconds=60), due_sends)
+            b = self._send(self.stores.queue.receive(SEND_QUEUE, max_messages=500, visibility_seconds=60), due_sends,
+                           leave_in_flight=leave_sends_in_flight)
             c += len(due_sends)
             report.ingested += a
             report.sends += b
             report.timers += c
             if not (a or b or c):
                 break
+        if not leave_sends_in_flight:
+            self.settle_sends()
         return report
 
     def close(self) -> None:
+        try:
+            self.settle_sends()
+        finally:
+            if self._transmitter is not None:
+                self._transmitter.shutdown()
+                self._transmitter = None
         for channel in self._channels.values():
             channel.close()
 

@@ -127,6 +127,7 @@ class Mailbox:
         self.links: list[tuple[str | None, str | None]] = []  # (tracked link, open pixel) per message
         self.ids: list[str] = []  # Message-ID per message
         self._unparsed: queue.Queue[tuple[list[str], bytes]] = queue.Queue()
+        self._kept = threading.Condition(self.lock)
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
         threading.Thread(target=self._parse_loop, name="mailbox-parser", daemon=True).start()
@@ -171,14 +172,20 @@ class Mailbox:
                 self.ids.append(str(msg["Message-ID"] or ""))
             if self.folder:
                 (self.folder / f"{len(self.received):06d}.eml").write_bytes(content)
+            self._kept.notify_all()
 
-    def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
-        """The messages from number ``start`` on, in Message-ID order: the order they arrived
-        in depends on which of the sender's connections was quicker, and the customers'
-        reactions (random draws) must not."""
-        self._unparsed.join()
+    def since(self, start: int, upto: int | None = None) -> list[tuple[str, str, str | None, str | None]]:
+        """The messages from number ``start`` on (to ``upto``, once that many have come; else
+        all received so far), in Message-ID order: the order they arrived in depends on which
+        of the sender's connections was quicker, and the customers' reactions (random draws)
+        must not."""
+        if upto is None:
+            self._unparsed.join()
         with self.lock:
-            new = sorted(zip(self.ids[start:], self.received[start:], self.links[start:], strict=True))
+            if upto is not None and not self._kept.wait_for(lambda: len(self.received) >= upto, timeout=60):
+                raise RuntimeError(f"the mailbox holds {len(self.received)} messages; {upto} were delivered")
+            end = len(self.received) if upto is None else upto
+            new = sorted(zip(self.ids[start:end], self.received[start:end], self.links[start:end], strict=True))
             return [(r, s, *links) for _, (r, s), links in new]
 
 
@@ -417,9 +424,10 @@ class ShopSimulator:
                     later = now + timedelta(hours=self.rng.uniform(2, 47))
                     self.pending_returns.append((later, c, c.open_cart))
 
-    def _react_to_mail(self) -> None:
+    def _react_to_mail(self, delivered: int | None) -> None:
+        """The mail delivered so far (``delivered`` messages; None: all that came) is read."""
         now = self.clock.now()
-        for rcpt, subject, link, pixel in self.mailbox.since(self.read):
+        for rcpt, subject, link, pixel in self.mailbox.since(self.read, delivered):
             self.read += 1
             c = self.by_email.get(rcpt)
             if c is None:
@@ -501,11 +509,13 @@ class ShopSimulator:
     def run(self, stack: Any, progress: Any = None, broadcast: Any = None) -> None:
         """Walk the simulation hour by hour. ``stack.step(next)`` hands the hour's trade to
         Omnicast's workers (who work on it while the shop trades the next hour, the clock
-        then moving to ``next``); ``stack.settle()`` waits until they are done with it.
-        What the shop does between the two (reading its mail, opening and clicking, coming
-        back to buy, the marketer's broadcast) happens while the workers are idle, so what
-        they see never depends on which process was quicker. ``broadcast(journey)`` is the
-        shop starting a seasonal campaign (Black Friday eve)."""
+        then moving to ``next``); ``stack.settle()`` waits until they are done with it and
+        answers how many messages have been delivered (the last hour's may still be on
+        their way: they are read an hour later). What the shop does between the two
+        (reading its mail, opening and clicking, coming back to buy, the marketer's
+        broadcast) happens while the workers are idle, so what they see never depends on
+        which process was quicker. ``broadcast(journey)`` is the shop starting a seasonal
+        campaign (Black Friday eve)."""
         for p in self.products:
             self._product_update(p, topic="products/create")
         self.front.flush()
@@ -517,7 +527,10 @@ class ShopSimulator:
             if why:
                 self.truth.seasonal_days[why] = self.truth.seasonal_days.get(why, 0) + 1
             for hour in range(24):
-                # the hour's browsing and buying: Segment calls and webhooks the API only queues
+                # the opens and clicks that come due this hour (mail read in the hours before),
+                # and the hour's browsing and buying: calls the API takes while the workers take
+                # the hour before
+                self._hits_due()
                 for c in self.customers:
                     if day >= c.lapses_on_day:
                         continue
@@ -526,11 +539,10 @@ class ShopSimulator:
                     if self.rng.random() < c.visits_per_day * weight / 24 * 1.5:
                         self._visit(c, day)
                 self.front.flush()
-                stack.settle()  # the workers are done with the hour before: its mail is in
+                delivered = stack.settle()  # the workers are done with the hour before
                 if hour == 0 and broadcast and today == black_friday(today.year) - timedelta(days=1):
                     self.truth.broadcasts += broadcast("holiday_greetings")
-                self._react_to_mail()
-                self._hits_due()
+                self._react_to_mail(delivered)
                 self._returns_due()
                 self._expire_carts()
                 stack.step(self.clock.now() + timedelta(hours=1))
@@ -539,18 +551,18 @@ class ShopSimulator:
                 progress(day + 1)
         self.front.flush()
         stack.settle()
-        stack.step(self.clock.now())
+        stack.step(self.clock.now(), last=True)  # everything delivered before the shop closes
         stack.settle()
 
 
 class Unplugged:
     """No stack behind the shop (the benchmark's baseline): steps cost nothing."""
 
-    def step(self, next_time: datetime) -> None:
+    def step(self, next_time: datetime, last: bool = False) -> None:
         pass
 
-    def settle(self) -> None:
-        pass
+    def settle(self) -> int | None:
+        return None
 
 
 # --------------------------------------------------------------------------- measurement
@@ -731,20 +743,24 @@ class _StackLink:
     def __init__(self, conn: Any, front: Storefront, clock: ManualClock) -> None:
         self.conn, self.front, self.clock = conn, front, clock
         self.working = False
+        self.delivered = 0
 
-    def step(self, next_time: datetime) -> None:
+    def step(self, next_time: datetime, last: bool = False) -> None:
         """Every call so far answered (in the queue), the workers take them at this hour;
-        the API's clock moves to ``next_time`` before this returns."""
+        the API's clock moves to ``next_time`` before this returns. ``last``: they deliver
+        everything before they answer."""
         self.front.flush()
         self.front.wait()
-        self.conn.send(("step", self.clock.now(), next_time))
+        self.conn.send(("step", self.clock.now(), next_time, last))
         self.conn.recv()  # "cut": the hour's calls are theirs; the next hour's go on to the API
         self.working = True
 
-    def settle(self) -> None:
+    def settle(self) -> int | None:
+        """Wait until the workers are done with the hour; how many messages they have delivered."""
         if self.working:
-            self.conn.recv()  # "drained"
+            self.delivered = int(self.conn.recv()[1])  # ("drained", delivered)
             self.working = False
+        return self.delivered
 
 
 @dataclass
@@ -755,8 +771,8 @@ class MailPlan:
 
 def mail_process(plan: MailPlan, conn: Any) -> None:
     """The shop's SMTP server (aiosmtpd) in its own process, so that taking Omnicast's mail
-    never waits for the shop's trading. ("since", n) answers the messages from number n on
-    (``Mailbox.since``); "stop" ends it."""
+    never waits for the shop's trading. ("since", (n, upto)) answers the messages from number
+    n on (``Mailbox.since``); "stop" ends it."""
     import sys
 
     from aiosmtpd.controller import Controller
@@ -770,7 +786,7 @@ def mail_process(plan: MailPlan, conn: Any) -> None:
         smtp.start()
         return smtp.stop
 
-    _serve(conn, start, "since", lambda n: boxes[0].since(n))
+    _serve(conn, start, "since", lambda span: boxes[0].since(*span))
 
 
 def _serve(conn: Any, start: Callable[[], Callable[[], Any]], kind: str, answer: Callable[[Any], Any]) -> None:
@@ -833,8 +849,8 @@ class _MailboxLink:
     def __init__(self, server: _Served) -> None:
         self.server = server
 
-    def since(self, start: int) -> list[tuple[str, str, str | None, str | None]]:
-        return list(self.server.ask("since", start))
+    def since(self, start: int, upto: int | None = None) -> list[tuple[str, str, str | None, str | None]]:
+        return list(self.server.ask("since", (start, upto)))
 
 
 def shop_process(plan: ShopPlan, conn: Any) -> None:
@@ -1003,13 +1019,15 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         while True:
             message = _receive(ours, shop, "the simulated shop's process", watched)
             kind = message[0]
-            if kind == "step":  # ("step", the hour, the next hour)
+            if kind == "step":  # ("step", the hour, the next hour, the last?)
                 clock.set(message[1])
                 horizon = queue_.position(INGEST_QUEUE)  # type: ignore[attr-defined]
                 api.ask("clock", message[2])  # the API takes the next hour's calls at the next hour
                 ours.send(("cut",))
-                runtime.drain(ingest_up_to=horizon)
-                ours.send(("drained",))
+                # the hour's mail goes out while the next hour's events are taken (the shop
+                # reads it an hour later); its only channel is e-mail over SMTP
+                runtime.drain(ingest_up_to=horizon, leave_sends_in_flight=not message[3])
+                ours.send(("drained", runtime.delivered))
             elif kind == "done":
                 truth, received = Truth(**message[1]), message[2]
                 break

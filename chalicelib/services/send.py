@@ -23,6 +23,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,30 @@ class _Delivery:
     attempt: int
     channel: Channel
     message: OutboundMessage
+
+
+class Sending:
+    """Sends started by ``SendService.start_many``: ``finish()`` waits for the wave still
+    with its channels (if any), records it and returns each one's outcome (tasks, then
+    timers) as ``handle_many`` does."""
+
+    def __init__(self, service: SendService, out: list[str | Exception], timers: int,
+                 held: list[_Delivery] | None = None, index: dict[int, int] | None = None,
+                 at: datetime | None = None, answers: Future[list[tuple[list[int], list[SendResult]]]] | None = None
+                 ) -> None:
+        self.service, self.out, self.timers = service, out, timers
+        self.held, self.index, self.at, self.answers = held or [], index or {}, at, answers
+
+    @property
+    def in_flight(self) -> int:
+        """How many deliveries are still with their channels."""
+        return len(self.held) if self.answers is not None else 0
+
+    def finish(self) -> list[str | Exception]:
+        if self.answers is not None:
+            answers, self.answers = self.answers.result(), None
+            self.service._record(self.held, self.index, answers, self.out, self.at)  # type: ignore[arg-type]
+        return self.out[self.timers:] + self.out[:self.timers]
 
 
 def address_of(profile: Profile, channel: str) -> str | None:
@@ -395,14 +420,14 @@ class SendService:
             result = SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)
         return self._finish(delivery, result)
 
-    def _finish(self, delivery: _Delivery, result: SendResult) -> str:
-        """Record what the channel answered: sent, a retry timer, or failed."""
+    def _finish(self, delivery: _Delivery, result: SendResult, at: datetime | None = None) -> str:
+        """Record what the channel answered (at ``at``, or now): sent, a retry timer, or failed."""
         task, profile, key, attempt, channel, message = (
             delivery.task, delivery.profile, delivery.key, delivery.attempt, delivery.channel, delivery.message)
         mid = message.message_id
         self.host.after_send(message, result)
         self._apply_send_feedback(channel.name, result, profile.profile_id)
-        now = self.clock.now()
+        now = at or self.clock.now()
         detail = {"attempt": attempt, "plugin": channel.name, "cost": result.cost_estimate, "message_id": mid}
         if result.ok:
             detail["sent_at"] = now.isoformat()
@@ -435,15 +460,18 @@ class SendService:
         so the contact budget of the second sees the first (a deferred send before a new one).
         Returns each one's status (tasks, then timers), or the exception that stopped it (that
         one is left to be retried)."""
+        return self.start_many(tasks, timers).finish()
+
+    def start_many(self, tasks: list[dict[str, Any]], timers: list[dict[str, Any]] | tuple[()] = (), *,
+                   background: Any = None) -> Sending:
+        """``handle_many``, but with ``background`` (an executor) the last wave is handed to
+        its channels there and recorded when ``finish()`` is called on what this returns: the
+        caller goes on meanwhile. Every decision about the wave (consent, ledger claim,
+        budget, quiet hours, render) is taken here, at this time; the record keeps it."""
         # a customer's deferred send has waited longest: it goes before their new ones
         entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]] = [
             (p, p["task"].get("profile_id"), self.handle_timer) for p in timers]
         entries += [(t, t.get("profile_id"), self.handle) for t in tasks]
-        out = self._in_waves(entries)
-        return out[len(timers):] + out[:len(timers)]
-
-    def _in_waves(self, entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]]
-                  ) -> list[str | Exception]:
         out: list[str | Exception] = ["" for _ in entries]
         pending = list(range(len(entries)))
         while pending:
@@ -454,52 +482,80 @@ class SendService:
                 owner = entries[i][1]
                 (later if owner in seen else wave).append(i)
                 seen.add(owner)
-            held: list[_Delivery] = []
-            index: dict[int, int] = {}  # position in held -> task
-            # per thread: the send worker and the timer thread may each be delivering a batch
-            self._local.held = held
-            try:
-                # the wave's bookkeeping commits once (where the stores have transactions), each
-                # send a savepoint: one that fails leaves nothing behind and is tried again whole
-                with self.transaction():
-                    for i in wave:
-                        before = len(held)
-                        try:
-                            item, _, run = entries[i]
-                            with self.transaction():
-                                out[i] = run(item)
-                        except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
-                            out[i] = exc
-                            del held[before:]
-                        if len(held) > before:
-                            index[before] = i
-            finally:
-                self._local.held = None
-            by_channel: dict[int, list[int]] = {}
-            for n, delivery in enumerate(held):
-                by_channel.setdefault(id(delivery.channel), []).append(n)
-            answers: list[tuple[list[int], list[SendResult]]] = []
-            for positions in by_channel.values():  # no transaction is open while providers are called
-                channel = held[positions[0]].channel
-                messages = [held[n].message for n in positions]
-                for message in messages:
-                    self.host.before_send(message)
-                try:
-                    results = channel.send_batch(messages)
-                    if len(results) != len(messages):
-                        raise RuntimeError(f"send_batch gave {len(results)} results for {len(messages)} messages")
-                except Exception as exc:
-                    log.exception("channel %s raised", channel.name)
-                    results = [SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)] * len(
-                        messages)
-                answers.append((positions, results))
-            with self.transaction():
-                for positions, results in answers:
-                    for n, result in zip(positions, results, strict=True):
-                        try:
-                            with self.transaction():
-                                out[index[n]] = self._finish(held[n], result)
-                        except Exception as exc:  # noqa: BLE001 - as above
-                            out[index[n]] = exc
+            held, index = self._prepare(entries, wave, out)
+            groups = self._hand_over(held)
+            at = self.clock.now()
+            if not later and background is not None and groups:
+                return Sending(self, out, len(timers), held, index, at, background.submit(self._transmit, groups))
+            self._record(held, index, self._transmit(groups), out, at)
             pending = later
-        return out
+        return Sending(self, out, len(timers))
+
+    def _prepare(self, entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]],
+                 wave: list[int], out: list[str | Exception]) -> tuple[list[_Delivery], dict[int, int]]:
+        """Run a wave's policy and render: the deliveries it holds for the channels, and for
+        each its task's position."""
+        held: list[_Delivery] = []
+        index: dict[int, int] = {}  # position in held -> task
+        # per thread: the send worker and the timer thread may each be delivering a batch
+        self._local.held = held
+        try:
+            # the wave's bookkeeping commits once (where the stores have transactions), each
+            # send a savepoint: one that fails leaves nothing behind and is tried again whole
+            with self.transaction():
+                for i in wave:
+                    before = len(held)
+                    try:
+                        item, _, run = entries[i]
+                        with self.transaction():
+                            out[i] = run(item)
+                    except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
+                        out[i] = exc
+                        del held[before:]
+                    if len(held) > before:
+                        index[before] = i
+        finally:
+            self._local.held = None
+        return held, index
+
+    def _hand_over(self, held: list[_Delivery]) -> list[tuple[Channel, list[int], list[OutboundMessage]]]:
+        """The held deliveries by channel (their positions and messages), ``before_send`` run."""
+        by_channel: dict[int, list[int]] = {}
+        for n, delivery in enumerate(held):
+            by_channel.setdefault(id(delivery.channel), []).append(n)
+        groups = []
+        for positions in by_channel.values():
+            messages = [held[n].message for n in positions]
+            for message in messages:
+                self.host.before_send(message)
+            groups.append((held[positions[0]].channel, positions, messages))
+        return groups
+
+    @staticmethod
+    def _transmit(groups: list[tuple[Channel, list[int], list[OutboundMessage]]]
+                  ) -> list[tuple[list[int], list[SendResult]]]:
+        """Each channel's messages in one ``send_batch`` (no transaction is open meanwhile)."""
+        answers: list[tuple[list[int], list[SendResult]]] = []
+        for channel, positions, messages in groups:
+            try:
+                results = channel.send_batch(messages)
+                if len(results) != len(messages):
+                    raise RuntimeError(f"send_batch gave {len(results)} results for {len(messages)} messages")
+            except Exception as exc:
+                log.exception("channel %s raised", channel.name)
+                results = [SendResult.failed(f"{type(exc).__name__} in channel plugin", retryable=True)] * len(
+                    messages)
+            answers.append((positions, results))
+        return answers
+
+    def _record(self, held: list[_Delivery], index: dict[int, int],
+                answers: list[tuple[list[int], list[SendResult]]], out: list[str | Exception], at: datetime) -> None:
+        """What the channels answered, in the ledger as of ``at`` (when the wave was prepared)."""
+        with self.transaction():
+            for positions, results in answers:
+                for n, result in zip(positions, results, strict=True):
+                    try:
+                        with self.transaction():
+                            out[index[n]] = self._finish(held[n], result, at)
+                    except Exception as exc:  # noqa: BLE001 - as above
+                        out[index[n]] = exc

@@ -234,3 +234,26 @@ def test_the_shops_entry_point_run_by_hand_says_what_to_run_instead():
                           timeout=60, check=False)
     assert done.returncode == 2
     assert "omnicast demo" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_shop_reads_the_mail_delivered_so_far_not_what_is_still_arriving():
+    """The workers say how many messages they have delivered (the last hour's wave may still
+    be on its way); the mailbox answers those, waiting for any not yet kept, and no more."""
+    import threading
+    from email.message import EmailMessage
+
+    from chalicelib.simulation import Mailbox
+
+    def mail(n):
+        msg = EmailMessage()
+        msg["Subject"], msg["Message-ID"] = f"Hello {n}", f"<{n}@sim>"
+        msg.set_content(f"mail {n}")
+        return bytes(msg)
+
+    box = Mailbox(None)
+    box.keep(["c0@shop.test"], mail(0))
+    box.keep(["c1@shop.test"], mail(1))
+    assert [r for r, *_ in box.since(0, 1)] == ["c0@shop.test"]  # the second is still arriving
+    threading.Timer(0.05, box.keep, (["c2@shop.test"], mail(2))).start()
+    assert [r for r, *_ in box.since(1, 3)] == ["c1@shop.test", "c2@shop.test"]  # waits for the third
+    assert len(box.since(0)) == 3

@@ -248,6 +248,49 @@ def test_a_send_that_fails_half_way_leaves_nothing_behind_and_goes_out_when_trie
     assert sorted(m.to for m in outbox.to("email")) == ["u1@example.com", "u2@example.com"]
 
 
+def test_a_wave_left_in_flight_is_recorded_as_of_its_drain_before_the_next_one_sends(make_runtime, smtp_server):
+    """drain(leave_sends_in_flight=True): the hour's mail goes to the SMTP server while the
+    workers go on (the simulator takes the next hour's events meanwhile). Every decision was
+    taken at the drain; the next drain records the wave (as of its drain's time, the Date the
+    mail bears) before it sends, so the contact budget of its sends sees it."""
+    import threading
+    from email.utils import parsedate_to_datetime
+
+    rt = make_runtime(smtp_server, send_policy={"max_marketing_per_day": 1, "holdout_percent": 0},
+                      journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+    customer(rt, "u1", timezone="UTC")
+    rt.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    u1 = rt.stores.profiles.resolve("user_id", "u1")
+
+    def task(step):
+        return {"profile_id": u1, "journey": "promo", "version": "1", "step": step, "entity": "-",
+                "channel": "email", "fallback_channel": None, "template": "welcome", "purpose": "marketing",
+                "priority": 5, "context": {}}
+
+    email, gate = rt.channel("email"), threading.Event()
+    original = email.send_batch
+
+    def held_back(messages):
+        assert gate.wait(10)
+        return original(messages)
+
+    email.send_batch = held_back
+    rt.stores.queue.send("send", task("first"))
+    rt.drain(leave_sends_in_flight=True)
+    status = {e.step: e.status for e in rt.stores.ledger.all() if e.journey == "promo"}
+    assert status == {"first": "sending"} and smtp_server.messages == []  # with the channel still
+    rt.clock.advance(timedelta(hours=1))
+    gate.set()
+    rt.stores.queue.send("send", task("second"))  # over the day's budget once the first is recorded
+    rt.drain()
+    entries = {e.step: e for e in rt.stores.ledger.all() if e.journey == "promo"}
+    assert entries["first"].status == "sent" and entries["second"].status == "deferred"
+    assert entries["first"].updated_at == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    ((_, _, mail),) = smtp_server.messages
+    assert parsedate_to_datetime(mail["Date"]).replace(tzinfo=UTC) == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    assert rt.stores.queue.depth("send") == 0 and rt.delivered == 1
+
+
 def test_a_drain_up_to_a_queue_position_leaves_the_calls_sent_after_it(rt):
     """The simulator's API takes the next hour's calls while the workers drain this hour's."""
     def call(user):

@@ -19,12 +19,13 @@ from chalicelib.adapters.local.sqlite import (
     SqliteSendLedger,
 )
 from chalicelib.ports import Stores
+from chalicelib.services.ingest import INGEST_QUEUE
 
 
 def local_stores(data_dir: str | Path | None) -> Stores:
     """Stores on ``<data_dir>/omnicast.db``; ``None`` gives an in-memory database (tests)."""
     if data_dir is None:
-        db = Database(":memory:")
+        db, inbox = Database(":memory:"), Database(":memory:")
         # the folder lives as long as the blob store does
         scratch = tempfile.TemporaryDirectory(prefix="omnicast-blobs-")
         blob_root = Path(scratch.name)
@@ -33,6 +34,7 @@ def local_stores(data_dir: str | Path | None) -> Stores:
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)  # secrets and personal data live here
         db = Database(root / "omnicast.db")
+        inbox = Database(root / "inbox.db")  # the ingest queue: what the API takes in
         blob_root = root / "blobs"
     blobs = FolderBlobStore(blob_root)
     if data_dir is None:
@@ -42,7 +44,7 @@ def local_stores(data_dir: str | Path | None) -> Stores:
         profiles=SqliteProfileStore(db),
         ledger=SqliteSendLedger(db),
         journeys=SqliteJourneyStore(db),
-        queue=SqliteQueue(db),
+        queue=SqliteQueue(db, apart={INGEST_QUEUE: inbox}),
         blobs=blobs,
         secrets=SqliteSecrets(db),
         catalog=SqliteCatalogStore(db),

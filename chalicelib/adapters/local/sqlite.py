@@ -520,19 +520,45 @@ class SqliteQueue:
     (wall time by default), not the business clock; tests pass their own ``time_fn``.
     """
 
-    def __init__(self, db: Database, time_fn: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, time_fn: Callable[[], float] = time.time, *,
+                 apart: dict[str, Database] | None = None) -> None:
         self.db = db
         self.time = time_fn
+        # queues kept in a database of their own: the API's writes there never wait for a
+        # worker's transaction on the main one (the workers acknowledge them after it commits)
+        self.apart = apart or {}
+        for name, own in self.apart.items():
+            self._move_in(name, own)
+
+    def _move_in(self, queue: str, own: Database) -> None:
+        """Messages of ``queue`` left in the main database (a data folder from before it had
+        its own) move to its own; a crash half way leaves copies, which are taken as redeliveries."""
+        rows = self.db.query(
+            "SELECT id, body, visible_at, receive_count FROM queue WHERE queue=? ORDER BY id", (queue,))
+        if not rows:
+            return
+        with own.tx() as conn:
+            conn.executemany("INSERT INTO queue (queue, body, visible_at, receive_count) VALUES (?,?,?,?)",
+                             [(queue, body, visible, count) for _, body, visible, count in rows])
+        with self.db.tx() as conn:
+            conn.executemany("DELETE FROM queue WHERE id=?", [(row[0],) for row in rows])
+
+    def _db(self, queue: str) -> Database:
+        return self.apart.get(queue, self.db)
+
+    def own_database(self, queue: str) -> bool:
+        """Whether ``queue`` is kept apart from the other stores' transactions."""
+        return queue in self.apart
 
     def send(self, queue: str, body: JSON, *, delay_seconds: int = 0) -> None:
-        self.db.execute(
+        self._db(queue).execute(
             "INSERT INTO queue (queue, body, visible_at) VALUES (?,?,?)",
             (queue, _dumps(body), self.time() + delay_seconds),
         )
 
     def send_batch(self, queue: str, bodies: list[JSON]) -> None:
         now = self.time()
-        with self.db.tx() as conn:
+        with self._db(queue).tx() as conn:
             conn.executemany(
                 "INSERT INTO queue (queue, body, visible_at) VALUES (?,?,?)",
                 [(queue, _dumps(b), now) for b in bodies],
@@ -540,7 +566,7 @@ class SqliteQueue:
 
     def position(self, queue: str) -> int:
         """Where ``queue`` is now: ``receive(up_to=...)`` takes nothing sent after it."""
-        rows = self.db.query("SELECT MAX(id) FROM queue WHERE queue=?", (queue,))
+        rows = self._db(queue).query("SELECT MAX(id) FROM queue WHERE queue=?", (queue,))
         return int(rows[0][0] or 0)
 
     def receive(
@@ -549,7 +575,7 @@ class SqliteQueue:
         now = self.time()
         token = uuid.uuid4().hex  # one per receive; a receipt is "<row id>:<token>", unique per delivery
         horizon = (1 << 62) if up_to is None else up_to  # ids are AUTOINCREMENT: later sends have larger ones
-        with self.db.tx() as conn:
+        with self._db(queue).tx() as conn:
             # one statement hides the batch and returns it (RETURNING's order is unspecified: sorted here)
             rows = conn.execute(
                 "UPDATE queue SET visible_at=?, receive_count=receive_count+1, receipt=id || ':' || ? "
@@ -564,10 +590,10 @@ class SqliteQueue:
     def ack(self, queue: str, receipt: str) -> None:
         row_id = receipt.split(":", 1)[0]
         # the receipt must match: a message redelivered to another worker is theirs now
-        self.db.execute("DELETE FROM queue WHERE id=? AND queue=? AND receipt=?", (row_id, queue, receipt))
+        self._db(queue).execute("DELETE FROM queue WHERE id=? AND queue=? AND receipt=?", (row_id, queue, receipt))
 
     def depth(self, queue: str) -> int:
-        return int(self.db.query("SELECT COUNT(*) FROM queue WHERE queue=?", (queue,))[0][0])
+        return int(self._db(queue).query("SELECT COUNT(*) FROM queue WHERE queue=?", (queue,))[0][0])
 
 
 # --------------------------------------------------------------------------- secrets
