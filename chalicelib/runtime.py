@@ -260,7 +260,7 @@ class Runtime:
 
         m = self.settings.measurement
         return Tracking(self.credentials, self.stores.events, self.stores.ledger, self.clock, self.settings.public_url,
-                        links=m.track_links, opens=m.track_opens, blobs=self.stores.blobs)
+                        links=m.track_links, opens=m.track_opens, blobs=self.stores.blobs, queue=self.stores.queue)
 
     @cached_property
     def measurement(self) -> Measurement:
@@ -351,6 +351,8 @@ class Runtime:
         if queue == INGEST_QUEUE:
             if body.get("kind") == "webhook":
                 return self.webhook_processor.handle(body)
+            if body.get("kind") == "tracking":  # an open or a click the API took
+                return self.tracking.store(body["event"])
             return self.processor.handle(body)
         if queue == SEND_QUEUE:
             return self.sender.handle(body)
@@ -388,8 +390,8 @@ class Runtime:
                     continue
                 handled.append(msg.receipt)
                 done += 1
-        for receipt in handled if apart else ():
-            self.stores.queue.ack(queue, receipt)
+        if apart and handled:
+            self.stores.queue.ack_batch(queue, handled)  # type: ignore[attr-defined]
         return done
 
     def _send(self, messages: list[QueueMessage], timers: list[dict[str, Any]] | tuple[()] = (), *,

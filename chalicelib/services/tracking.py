@@ -19,12 +19,14 @@ import hmac
 import json
 import re
 from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
-from chalicelib.clock import Clock
+from chalicelib.clock import Clock, iso, parse_iso
 from chalicelib.errors import BadRequest, NotFound
-from chalicelib.ports import BlobStore, EventStore, SendLedger, StoredEvent
+from chalicelib.ports import BlobStore, EventStore, Queue, SendLedger, StoredEvent
 from chalicelib.services.credentials import Credentials
+from chalicelib.services.ingest import INGEST_QUEUE
 
 TOKEN_DAYS = 90
 PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
@@ -62,9 +64,13 @@ class Tracking:
         links: bool = True,
         opens: bool = True,
         blobs: BlobStore | None = None,
+        queue: Queue | None = None,
     ) -> None:
         self.credentials = credentials
         self.events = events
+        # with a queue, a hit is queued (ingest) and a worker records it: the API answers
+        # without writing to the event log (locally: without waiting for the workers' writes)
+        self.queue = queue
         self.ledger = ledger
         self.clock = clock
         self.public_url = public_url.rstrip("/")
@@ -201,8 +207,20 @@ class Tracking:
                 },
             },
         )
-        self.events.append(event)
+        if self.queue is None:
+            self.events.append(event)
+        else:
+            self.queue.send(INGEST_QUEUE, {"kind": "tracking", "event": {
+                "message_id": event.message_id, "profile_id": event.profile_id, "at": iso(now), "event": name,
+                "payload": event.payload}})
         return event
+
+    def store(self, body: dict[str, Any]) -> bool:
+        """A queued hit (see ``_record``) into the event log, once."""
+        at = parse_iso(body["at"])
+        return self.events.append(StoredEvent(
+            message_id=body["message_id"], type="track", profile_id=body["profile_id"], received_at=at, timestamp=at,
+            event=body["event"], source="tracking", processed=True, payload=body["payload"]))
 
     def click(self, token: str, user_agent: str = "", method: str = "GET") -> str:
         """Record a click; returns the signed destination to redirect to."""

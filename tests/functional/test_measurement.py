@@ -42,7 +42,9 @@ def tracked_links(text):
 def get(api, url, agent=BROWSER, method="GET", accept="image/avif,image/webp,image/png,image/*;q=0.8,*/*;q=0.5"):
     path = urlparse(url).path
     headers = {"Accept": accept, **({"User-Agent": agent} if agent else {})}
-    return getattr(api.client.http, method.lower())(path, headers=headers)
+    response = getattr(api.client.http, method.lower())(path, headers=headers)
+    api.runtime.drain()  # the API queued the hit; the workers record it
+    return response
 
 
 @pytest.fixture
@@ -430,6 +432,7 @@ def test_sms_links_are_short_tracked_redirects(rec_runtime, outbox):
             malformed = client.http.get("/s/x", headers={"User-Agent": BROWSER})
     finally:
         set_runtime(None)
+    rt.drain()  # the workers record the hits the API queued
     assert r.status_code == 302 and preview.status_code == 302
     target = urlparse(r.headers["Location"])
     assert target.netloc == "shop.example" and parse_qs(target.query)["utm_medium"] == ["sms"]
@@ -439,3 +442,18 @@ def test_sms_links_are_short_tracked_redirects(rec_runtime, outbox):
     assert sorted(e.payload["properties"]["machine"] for e in clicks) == [False, True]
     row = next(r for r in rt.measurement.kpis("channel") if r["channel"] == "sms")
     assert row["sent"] == 1 and row["clicked"] == 1
+
+
+def test_a_hit_is_queued_by_the_api_and_recorded_once_by_the_workers(sent, smtp_server):
+    """The API answers a hit without writing the event log (locally it never waits for the
+    workers' transactions); the workers record it, and the same hit queued twice once."""
+    link = tracked_links(mail_parts(smtp_server)[0])[0]
+    path = urlparse(link).path
+    for _ in range(2):  # a retried request at the same instant
+        assert sent.client.http.get(path, headers={"User-Agent": BROWSER}).status_code == 302
+    assert sent.runtime.stores.events.by_source("tracking") == []
+    assert sent.runtime.stores.queue.depth("ingest") == 2
+    sent.runtime.drain()
+    (click,) = sent.runtime.stores.events.by_source("tracking")
+    assert click.event == "Email Link Clicked" and click.payload["properties"]["machine"] is False
+    assert click.timestamp == sent.runtime.clock.now() and sent.runtime.stores.queue.depth("ingest") == 0
