@@ -65,18 +65,22 @@ class HeldClock:
         return held if held is not None else self.clock.now()
 
 
-_last_iso: tuple[datetime | None, str] = (None, "")
+_iso_seen: dict[int, tuple[datetime, str]] = {}  # by id: the instant is held, so its id is not reused
 
 
 def iso(dt: datetime) -> str:
     """A sortable UTC timestamp with microseconds, used as a key component in every store."""
-    global _last_iso
-    last = _last_iso  # the same instant is asked for again and again (a clock's now, an event's time)
-    if last[0] is dt:
-        return last[1]
+    seen = _iso_seen.get(id(dt))  # the same instant is asked for again and again (a clock's now, an event's time)
+    if seen is not None and seen[0] is dt:
+        return seen[1]
     # isoformat is several times faster than strftime; same text: 2026-03-02T10:00:00.000000Z
-    text = dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    _last_iso = (dt, text)
+    if dt.tzinfo is UTC:
+        text = dt.isoformat(timespec="microseconds")[:-6] + "Z"
+    else:
+        text = dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if len(_iso_seen) >= 512:
+        _iso_seen.clear()
+    _iso_seen[id(dt)] = (dt, text)
     return text
 
 

@@ -41,6 +41,10 @@ ACTIVE = ("active", "waiting", "waiting_event")
 MAX_STEPS_PER_RUN = 100  # a branch loop must not spin forever
 
 
+class _AlreadyEntered(Exception):
+    """The run a new entry would start is stored already (a duplicate trigger, a retry)."""
+
+
 def lookup(payload: dict[str, Any], path: str | None) -> Any:
     if not path:
         return None
@@ -302,14 +306,23 @@ class JourneyEngine:
             entered_at=self.clock.now(),
             data=data,
         )
-        if not self.store.enter(state):
-            existing = self.store.get(profile.profile_id, journey.name, run_key)
-            # re-running after a crash: continue only if the run never got past its first step
-            if existing and existing.status == "active" and existing.step == journey.steps[0].id:
-                self._run(journey, existing, 0)
-            return False
-        self._run(journey, state, 0)
-        return True
+        if isinstance(journey.steps[0], WaitStep | WaitForStep):
+            # nothing happens before the first step's wait is written: that write is the entry
+            # (a conditional insert, so once), not an insert and then an update of the same run
+            try:
+                self._run(journey, state, 0, entering=True)
+                return True
+            except _AlreadyEntered:
+                pass
+        elif self.store.enter(state):
+            self._run(journey, state, 0)
+            return True
+        existing = self.store.get(profile.profile_id, journey.name, run_key)
+        # re-running after a crash: continue only if the run never got past its first step (a
+        # wait written without its timer is written again; the timer is created once)
+        if existing and existing.step == journey.steps[0].id and existing.status in ACTIVE:
+            self._run(journey, existing, 0)
+        return False
 
     def _schedule_date_triggers(self, profile: Profile) -> None:
         """Birthdays, appointments: a timer per (profile, journey, date) that enters once."""
@@ -379,7 +392,16 @@ class JourneyEngine:
     def _profile(self, profile_id: str) -> Profile | None:
         return self.profiles.get(profile_id) if self.profiles else None
 
-    def _run(self, journey: Journey, state: JourneyState, index: int) -> None:
+    def _write_wait(self, state: JourneyState, entering: bool) -> None:
+        """A run's state as it starts to wait; on entry, the run's first write, made once."""
+        if not entering:
+            self.store.put(state)
+        elif not self.store.enter(state):
+            raise _AlreadyEntered
+
+    def _run(self, journey: Journey, state: JourneyState, index: int, *, entering: bool = False) -> None:
+        """Steps from ``index`` on. ``entering``: the run is new and its first step waits, so
+        its state is not stored yet (``_write_wait`` inserts it)."""
         for _ in range(MAX_STEPS_PER_RUN):
             if index >= len(journey.steps):
                 state.status = "completed"
@@ -421,7 +443,7 @@ class JourneyEngine:
                         return
                     index += 1
                 case WaitStep():
-                    self._wait(journey, state, step)
+                    self._wait(journey, state, step, entering)
                     return
                 case WaitForStep():
                     timer_id = f"timeout|{state.profile_id}|{journey.name}|{state.entity}|{step.id}"
@@ -430,7 +452,7 @@ class JourneyEngine:
                         **state.data,
                         "wait_for": {"event": step.event, "entity": step.entity, "step": step.id, "timer_id": timer_id},
                     }
-                    self.store.put(state)
+                    self._write_wait(state, entering)
                     if step.event in CATALOG_EVENTS:
                         # catalog events belong to no customer: index who waits, by product or category
                         self.store.put(
@@ -502,10 +524,10 @@ class JourneyEngine:
         due = self._at_local(now, step.until_local, tz)
         return due if due > now else self._at_local(now + timedelta(days=1), step.until_local, tz)
 
-    def _wait(self, journey: Journey, state: JourneyState, step: WaitStep) -> None:
+    def _wait(self, journey: Journey, state: JourneyState, step: WaitStep, entering: bool = False) -> None:
         due = self.wait_until(step, self._profile(state.profile_id), self.clock.now())
         state.status = "waiting"
-        self.store.put(state)
+        self._write_wait(state, entering)
         self.store.schedule(
             Timer(
                 timer_id=f"resume|{state.profile_id}|{journey.name}|{state.entity}|{step.id}",

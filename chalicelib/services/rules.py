@@ -276,15 +276,30 @@ def evaluate(rule: Any, facts: Facts) -> bool:
     raise TypeError(f"not a rule: {rule!r}")
 
 
+_needs_seen: dict[int, tuple[Any, bool]] = {}  # by id: the rule is held, so its id is not reused
+
+
 def needs_events(rule: Any) -> bool:
-    """Whether evaluating the rule needs the profile's events (they cost a query)."""
+    """Whether evaluating the rule needs the profile's events (they cost a query). Asked for
+    every segment on every event, so each rule's answer is kept."""
+    seen = _needs_seen.get(id(rule))
+    if seen is not None and seen[0] is rule:
+        return seen[1]
+    answer = _needs_events(rule)
+    if len(_needs_seen) >= 4096:
+        _needs_seen.clear()
+    _needs_seen[id(rule)] = (rule, answer)
+    return answer
+
+
+def _needs_events(rule: Any) -> bool:
     match rule:
         case AllRule():
-            return any(needs_events(r) for r in rule.all)
+            return any(_needs_events(r) for r in rule.all)
         case AnyRule():
-            return any(needs_events(r) for r in rule.any)
+            return any(_needs_events(r) for r in rule.any)
         case NotRule():
-            return needs_events(rule.not_)
+            return _needs_events(rule.not_)
         case EventRule():
             return True
         case ComputedRule():

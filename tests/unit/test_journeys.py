@@ -97,6 +97,40 @@ def test_duplicate_trigger_events_enter_once(rt, outbox):
     assert len([m for m in outbox.to("email") if "cart" in m.subject]) == 1
 
 
+def test_a_run_whose_first_step_waits_is_written_once_on_entry(rt, outbox):
+    """The first write of a new run that starts by waiting is its entry (a conditional
+    insert), not an insert and then an update of the same row."""
+    customer(rt)
+    store, writes = rt.stores.journeys, []
+    for name in ("enter", "put"):
+        original = getattr(store, name)
+
+        def counted(state, _name=name, _original=original):
+            if state.journey == "abandoned_cart":
+                writes.append((_name, state.status))
+            return _original(state)
+
+        setattr(store, name, counted)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    assert writes == [("enter", "waiting_event")]
+
+
+def test_a_run_stored_waiting_without_its_timer_gets_it_from_the_next_trigger(rt, outbox):
+    """A crash between a run's first write and its timer (stores without transactions) is
+    mended by the next trigger for the same run: the wait is written again, the timer once."""
+    customer(rt)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    timers = [t for t in rt.stores.journeys.due(rt.clock.now() + timedelta(days=1)) if "abandoned_cart" in t.timer_id]
+    assert len(timers) == 1
+    rt.stores.journeys.take(timers[0].timer_id)  # as if the worker died before it wrote the timer
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
+    again = [t for t in rt.stores.journeys.due(rt.clock.now() + timedelta(days=1)) if "abandoned_cart" in t.timer_id]
+    assert [t.timer_id for t in again] == [timers[0].timer_id]
+    later(rt, hours=2)
+    assert steps(rt).count(("abandoned_cart", "cart_reminder")) == 1
+
+
 def test_back_in_stock_fans_out_to_the_customers_who_asked(rt, outbox):
     rt.catalog.apply("shop", CatalogItem(product_id="p1", title="Organic tee", price=24, stock=0,
                                          status="active", url="https://shop.example/p1"), rt.clock.now())
