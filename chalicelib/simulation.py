@@ -932,6 +932,61 @@ def api_process(plan: ApiPlan, conn: Any) -> None:
     _serve(conn, start, "clock", move)
 
 
+@dataclass
+class SenderPlan:
+    """What Omnicast's sending process needs: the settings (as overrides) and the start."""
+
+    overrides: dict[str, Any]
+    start: datetime
+
+
+def sender_process(plan: SenderPlan, conn: Any) -> None:
+    """Omnicast's deliveries in a process of their own, as the send function is apart from
+    the ingest function on AWS: the workers take every decision and record every answer;
+    this process holds the channels (the SMTP connections) and hands them the messages.
+    ("transmit", (time, [(channel kind, messages)])) answers each batch's results at that
+    time (the Date a message bears); "stop" ends it."""
+    from chalicelib.config import load_settings
+    from chalicelib.runtime import Runtime
+    from chalicelib.services.send import SendService
+
+    clock = ManualClock(plan.start)
+    runtimes: list[Any] = []
+
+    def start() -> Callable[[], Any]:
+        runtimes.append(Runtime(load_settings({}, overrides=plan.overrides), clock=clock))
+        return runtimes[0].close
+
+    def transmit(argument: tuple[datetime, list[tuple[str, list[Any]]]]) -> list[list[Any]]:
+        at, batches = argument
+        if at > clock.now():
+            clock.set(at)
+        return [SendService._transmit([(runtimes[0].channel(kind), [], messages)])[0][1] for kind, messages in batches]
+
+    _serve(conn, start, "transmit", transmit)
+
+
+class _SenderLink:
+    """The workers' end of the line to the sending process (``SendService.elsewhere``): one
+    batch of deliveries at a time, its answers read when asked for."""
+
+    def __init__(self, server: _Served, clock: Any) -> None:
+        self.server, self.clock = server, clock
+
+    def __call__(self, groups: list[tuple[Any, list[int], list[Any]]]) -> _SenderLink.Answers:
+        self.server.conn.send(("transmit", (self.clock.now(), [(messages[0].channel, messages)
+                                                               for _, _, messages in groups])))
+        return self.Answers(self.server, groups)
+
+    class Answers:
+        def __init__(self, server: _Served, groups: list[tuple[Any, list[int], list[Any]]]) -> None:
+            self.server, self.groups = server, groups
+
+        def result(self) -> list[tuple[list[int], list[Any]]]:
+            results = self.server._answer()
+            return [(positions, answer) for (_, positions, _), answer in zip(self.groups, results, strict=True)]
+
+
 def _start(role: str, plan: Any) -> tuple[Any, Any]:
     """A process (``python -m chalicelib.simulation <role> <fd>``) and a connection to it: a
     socket pair, so nothing of the caller's ``__main__`` is re-imported (multiprocessing's
@@ -1004,6 +1059,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
     runtime = Runtime(load_settings({}, overrides=overrides), clock=clock)
     queue_ = runtime.stores.queue
     api: _Served | None = None
+    sender: _Served | None = None
     shop = None
     try:
         shopify_secret = secrets.token_urlsafe(24)  # the simulated shop's app secret, for this run only
@@ -1013,8 +1069,10 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                         runtime.credentials.create_key("admin", "simulated-marketer"), shopify_secret, smtp_port,
                         data_dir / "mailbox" if data_dir else None, quiet)
         api = _Served("api", ApiPlan(overrides, port, config.start), "Omnicast's API process")
+        sender = _Served("sender", SenderPlan(overrides, config.start), "Omnicast's sending process")
+        runtime.sender.elsewhere = _SenderLink(sender, runtime.channel_clock)
         ours, shop = _start("shop", plan)
-        watched = ((api.process, api.name),)
+        watched = ((api.process, api.name), (sender.process, sender.name))
         started = time.perf_counter()
         while True:
             message = _receive(ours, shop, "the simulated shop's process", watched)
@@ -1036,7 +1094,9 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         seconds = time.perf_counter() - started
         trade_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before models and report
         api.stop()
-        for process, name in ((shop, "shop"), (api.process, "API")):
+        sender.stop()
+        runtime.sender.elsewhere = None
+        for process, name in ((shop, "shop"), (api.process, "API"), (sender.process, "sending")):
             try:
                 process.wait(30)  # done; if one lingers, the finally below ends it
             except subprocess.TimeoutExpired:
@@ -1048,7 +1108,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
         report_models(cards)
         return result
     finally:
-        for process in (shop, api.process if api else None):
+        for process in (shop, api.process if api else None, sender.process if sender else None):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
@@ -1064,7 +1124,7 @@ if __name__ == "__main__":  # the shop's, its mail server's or the API's process
     from chalicelib import simulation  # the module's own classes, not __main__'s copies (they are pickled)
 
     roles: dict[str, Any] = {"shop": simulation.shop_process, "api": simulation.api_process,
-                             "mail": simulation.mail_process}
+                             "mail": simulation.mail_process, "sender": simulation.sender_process}
     if len(sys.argv) != 3 or sys.argv[1] not in roles or not sys.argv[2].isdigit():
         print("chalicelib.simulation runs as the simulated shop's, its mail server's and Omnicast's API processes, "
               "started by "

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,12 +57,12 @@ class _Delivery:
 
 class Sending:
     """Sends started by ``SendService.start_many``: ``finish()`` waits for the wave still
-    with its channels (if any), records it and returns each one's outcome (tasks, then
-    timers) as ``handle_many`` does."""
+    with its channels (if any: ``answers``, a future of them), records it and returns each
+    one's outcome (tasks, then timers) as ``handle_many`` does."""
 
     def __init__(self, service: SendService, out: list[str | Exception], timers: int,
                  held: list[_Delivery] | None = None, index: dict[int, int] | None = None,
-                 at: datetime | None = None, answers: Future[list[tuple[list[int], list[SendResult]]]] | None = None
+                 at: datetime | None = None, answers: Any = None
                  ) -> None:
         self.service, self.out, self.timers = service, out, timers
         self.held, self.index, self.at, self.answers = held or [], index or {}, at, answers
@@ -178,6 +178,9 @@ class SendService:
         self.inbound: Any = None  # applies feedback a send returned (a dead push token), when the runtime has it
         # journey -> the model scores it decides on, with this customer's values and explanations
         self.scores_used: Any = None
+        # deliveries handed to another process (the simulator's sender): groups of (channel,
+        # positions, messages) -> a future of their answers, as ``_transmit`` gives them
+        self.elsewhere: Callable[[list[tuple[Channel, list[int], list[OutboundMessage]]]], Any] | None = None
 
     # ------------------------------------------------------------------ entry points
     def choose_channel(self, profile: Profile | None, task: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -473,8 +476,12 @@ class SendService:
             (p, p["task"].get("profile_id"), self.handle_timer) for p in timers]
         entries += [(t, t.get("profile_id"), self.handle) for t in tasks]
         out: list[str | Exception] = ["" for _ in entries]
-        pending = list(range(len(entries)))
-        while pending:
+        # a customer with several sends here has them in waves, one each; those with one join
+        # the last wave (the one a background delivery takes while the caller goes on)
+        owners = Counter(owner for _, owner, _ in entries)
+        alone = [i for i, (_, owner, _) in enumerate(entries) if owners[owner] == 1]
+        pending = [i for i, (_, owner, _) in enumerate(entries) if owners[owner] > 1]
+        while pending or alone:
             wave: list[int] = []
             later: list[int] = []
             seen: set[Any] = set()
@@ -482,12 +489,16 @@ class SendService:
                 owner = entries[i][1]
                 (later if owner in seen else wave).append(i)
                 seen.add(owner)
+            if not later:
+                wave, alone = sorted(wave + alone), []
             held, index = self._prepare(entries, wave, out)
             groups = self._hand_over(held)
             at = self.clock.now()
             if not later and background is not None and groups:
-                return Sending(self, out, len(timers), held, index, at, background.submit(self._transmit, groups))
-            self._record(held, index, self._transmit(groups), out, at)
+                future = self.elsewhere(groups) if self.elsewhere else background.submit(self._transmit, groups)
+                return Sending(self, out, len(timers), held, index, at, future)
+            answers = self.elsewhere(groups).result() if self.elsewhere and groups else self._transmit(groups)
+            self._record(held, index, answers, out, at)
             pending = later
         return Sending(self, out, len(timers))
 

@@ -257,3 +257,34 @@ def test_the_shop_reads_the_mail_delivered_so_far_not_what_is_still_arriving():
     threading.Timer(0.05, box.keep, (["c2@shop.test"], mail(2))).start()
     assert [r for r, *_ in box.since(1, 3)] == ["c1@shop.test", "c2@shop.test"]  # waits for the third
     assert len(box.since(0)) == 3
+
+
+def test_the_sending_process_delivers_a_batch_at_the_time_it_is_given(tmp_path, smtp_server):
+    """The workers hand a wave's messages to Omnicast's sending process (which holds the SMTP
+    connections) and read the answers when they need them; the mail bears the wave's time."""
+    from email.utils import parsedate_to_datetime
+
+    from chalicelib.clock import ManualClock
+    from chalicelib.plugin_api import OutboundMessage
+    from chalicelib.simulation import SenderPlan, _SenderLink, _Served
+
+    start = datetime(2026, 9, 1, 8, 0, tzinfo=ZoneInfo("UTC"))
+    overrides = {"data_dir": str(tmp_path), "channels": {"email": "smtp"},
+                 "plugin_settings": {"smtp": {"host": "127.0.0.1", "port": smtp_server.port, "connections": 2}}}
+    sender = _Served("sender", SenderPlan(overrides, start), "Omnicast's sending process")
+    try:
+        wave_time = ManualClock(datetime(2026, 9, 1, 10, 0, tzinfo=ZoneInfo("UTC")))
+        link = _SenderLink(sender, wave_time)
+        messages = [OutboundMessage(message_id=f"m{i}", channel="email", to=f"c{i}@shop.test", subject=f"Hi {i}",
+                                    text="Hello") for i in range(3)]
+        pending = link([(None, [4, 5, 6], messages)])
+        wave_time.set(datetime(2026, 9, 1, 11, 0, tzinfo=ZoneInfo("UTC")))  # the workers move on meanwhile
+        ((positions, results),) = pending.result()
+        assert positions == [4, 5, 6] and [r.ok for r in results] == [True, True, True]
+        assert sorted(rcpts[0] for _, rcpts, _ in smtp_server.messages) == ["c0@shop.test", "c1@shop.test",
+                                                                          "c2@shop.test"]
+        dates = {parsedate_to_datetime(msg["Date"]).hour for _, _, msg in smtp_server.messages}
+        assert dates == {10}
+    finally:
+        sender.stop()
+        sender.process.wait(30)
