@@ -358,9 +358,6 @@ class ShopSimulator:
         )
 
     # ------------------------------------------------------------------ shop behaviour
-    def _local_hour(self, customer: Customer) -> int:
-        return self.clock.now().astimezone(self.zones[customer.timezone]).hour
-
     def _products_payload(self, items: list[tuple[Product, int]]) -> list[dict[str, Any]]:
         return [{"product_id": p.id, "variant_id": p.id * 10, "title": p.title, "price": f"{p.price:.2f}",
                  "quantity": q, "sku": f"SKU-{p.id}"} for p, q in items]
@@ -531,10 +528,12 @@ class ShopSimulator:
                 # and the hour's browsing and buying: calls the API takes while the workers take
                 # the hour before
                 self._hits_due()
+                now = self.clock.now()
+                local_hours = {name: now.astimezone(zone).hour for name, zone in self.zones.items()}
                 for c in self.customers:
                     if day >= c.lapses_on_day:
                         continue
-                    local = self._local_hour(c)
+                    local = local_hours[c.timezone]
                     weight = (1.6 if 9 <= local < 22 else 0.2) * season  # daytime, weekday, holidays
                     if self.rng.random() < c.visits_per_day * weight / 24 * 1.5:
                         self._visit(c, day)
@@ -1021,10 +1020,11 @@ def _receive(conn: Any, process: Any, name: str, others: tuple[Any, ...] = ()) -
 
 
 def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Omnicast's workers here, its HTTP API in a second process, the simulated shop in a
-    third and the shop's SMTP server in a fourth (the shop starts it); trade, then report.
-    While the workers take an hour's trade, the API takes the next hour's calls and the shop
-    makes them: the two cores work at once, and the outcome does not depend on which is
+    """Omnicast's workers here, its HTTP API in a second process, its sending process in a
+    third, the simulated shop in a fourth and the shop's SMTP server in a fifth (the shop
+    starts it); trade, then report. While the workers take an hour's trade, the API takes
+    the next hour's calls, the shop makes them and the sending process delivers the hour
+    before's mail: the two cores work at once, and the outcome does not depend on which is
     quicker (see ShopSimulator.run)."""
     import resource
     import socket

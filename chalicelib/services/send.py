@@ -468,9 +468,10 @@ class SendService:
     def start_many(self, tasks: list[dict[str, Any]], timers: list[dict[str, Any]] | tuple[()] = (), *,
                    background: Any = None) -> Sending:
         """``handle_many``, but with ``background`` (an executor) the last wave is handed to
-        its channels there and recorded when ``finish()`` is called on what this returns: the
-        caller goes on meanwhile. Every decision about the wave (consent, ledger claim,
-        budget, quiet hours, render) is taken here, at this time; the record keeps it."""
+        its channels there (or to ``elsewhere``, where set) and recorded when ``finish()`` is
+        called on what this returns: the caller goes on meanwhile. Every decision about the
+        wave (consent, ledger claim, budget, quiet hours, render) is taken here, at this time;
+        the record keeps it."""
         # a customer's deferred send has waited longest: it goes before their new ones
         entries: list[tuple[dict[str, Any], Any, Callable[[dict[str, Any]], str]]] = [
             (p, p["task"].get("profile_id"), self.handle_timer) for p in timers]

@@ -73,3 +73,9 @@ def test_json_columns_take_what_the_fast_codec_refuses():
     assert local._loads(local._dumps({"id": 2**70, "n": 1})) == {"id": 2**70, "n": 1}
     assert local._loads('{"score": NaN}')["score"] != local._loads('{"score": NaN}')["score"]  # NaN
     assert local._dumps({1: "a", "b": [1.5, None]}) == '{"1":"a","b":[1.5,null]}'
+
+
+def test_json_columns_without_orjson_as_in_the_lambda_package(monkeypatch):
+    monkeypatch.setattr(local, "orjson", None)
+    assert local._dumps({"a": [1, "é"], 2: None}) == '{"a":[1,"\\u00e9"],"2":null}'
+    assert local._loads('{"a":[1,"\\u00e9"]}') == {"a": [1, "é"]}

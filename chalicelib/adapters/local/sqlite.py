@@ -20,7 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
+try:
+    import orjson
+except ImportError:  # the Lambda package (the local adapter serves its test there): json does it all
+    orjson = None  # type: ignore[assignment]
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.ports import (
@@ -213,18 +216,22 @@ class _Checkpointer:
 def _dumps(value: Any) -> str:
     """Compact JSON text for a column (orjson: several times quicker than the standard
     library; a value it cannot write, an integer past 64 bits, goes to ``json``)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            pass
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _loads(text: str) -> Any:
     """A column's JSON (what ``orjson`` refuses, ``NaN`` written by ``json`` in an older row, goes to ``json``)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    if orjson is not None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 # --------------------------------------------------------------------------- events
