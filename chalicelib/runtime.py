@@ -527,6 +527,8 @@ class Runtime:
     def close(self) -> None:
         try:
             self.settle_sends()
+        except Exception:  # closing after a failure: the wave's tasks stay queued, its claims in the ledger
+            log.exception("the sends left in flight could not be recorded")
         finally:
             if self._transmitter is not None:
                 self._transmitter.shutdown()
