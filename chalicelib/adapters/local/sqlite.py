@@ -647,16 +647,16 @@ class SqliteQueue:
         return [QueueMessage(receipt=receipt, body=_loads(body), receive_count=count)
                 for _, body, count, receipt in rows]
 
+    # the receipt must match: a message redelivered to another worker is theirs now
+    _ACK = "DELETE FROM queue WHERE id=? AND queue=? AND receipt=?"
+
     def ack(self, queue: str, receipt: str) -> None:
-        row_id = receipt.split(":", 1)[0]
-        # the receipt must match: a message redelivered to another worker is theirs now
-        self._db(queue).execute("DELETE FROM queue WHERE id=? AND queue=? AND receipt=?", (row_id, queue, receipt))
+        self._db(queue).execute(self._ACK, (receipt.split(":", 1)[0], queue, receipt))
 
     def ack_batch(self, queue: str, receipts: list[str]) -> None:
         """``ack`` each, in one commit."""
         with self._db(queue).tx() as conn:
-            conn.executemany("DELETE FROM queue WHERE id=? AND queue=? AND receipt=?",
-                             [(receipt.split(":", 1)[0], queue, receipt) for receipt in receipts])
+            conn.executemany(self._ACK, [(receipt.split(":", 1)[0], queue, receipt) for receipt in receipts])
 
     def depth(self, queue: str) -> int:
         return int(self._db(queue).query("SELECT COUNT(*) FROM queue WHERE queue=?", (queue,))[0][0])
