@@ -509,9 +509,10 @@ class ShopSimulator:
         then moving to ``next``); ``stack.settle()`` waits until they are done with it and
         answers how many messages have been delivered (the last hour's may still be on
         their way: they are read an hour later). What the shop does between the two
-        (reading its mail, opening and clicking, coming back to buy, the marketer's
-        broadcast) happens while the workers are idle, so what they see never depends on
-        which process was quicker. ``broadcast(journey)`` is the shop starting a seasonal
+        (reading its mail, coming back to buy, the marketer's broadcast) happens while the
+        workers are idle; the opens and clicks due in an hour go with its visits, queued
+        past the position the workers stop at; so what they see never depends on which
+        process was quicker. ``broadcast(journey)`` is the shop starting a seasonal
         campaign (Black Friday eve)."""
         for p in self.products:
             self._product_update(p, topic="products/create")
@@ -821,22 +822,26 @@ def _failed(exc: BaseException) -> tuple[str, str]:
 class _Served:
     """A process that ``_serve`` runs (Omnicast's API, the shop's mail server), seen from the
     process that started it: started once it says "ready"; ``ask`` sends a request and
-    returns the answer; a failure over there is raised here with its reason."""
+    returns the answer (``tell`` sends it, ``answer`` reads it later); a failure over there
+    is raised here with its reason."""
 
     def __init__(self, role: str, plan: Any, name: str) -> None:
         self.name = name
         self.conn, self.process = _start(role, plan)
-        self._answer()  # ("ready",)
+        self.answer()  # ("ready",)
 
-    def _answer(self) -> Any:
+    def answer(self) -> Any:
         answer = _receive(self.conn, self.process, self.name)
         if isinstance(answer, tuple) and answer[:1] == ("failed",):
             raise RuntimeError(f"{self.name} failed: {answer[1]}")
         return answer
 
-    def ask(self, kind: str, argument: Any) -> Any:
+    def tell(self, kind: str, argument: Any) -> None:
         self.conn.send((kind, argument))
-        return self._answer()
+
+    def ask(self, kind: str, argument: Any) -> Any:
+        self.tell(kind, argument)
+        return self.answer()
 
     def stop(self) -> None:
         self.conn.send(("stop",))
@@ -950,17 +955,18 @@ def sender_process(plan: SenderPlan, conn: Any) -> None:
     from chalicelib.services.send import SendService
 
     clock = ManualClock(plan.start)
-    runtimes: list[Any] = []
+    runtime: Any = None
 
     def start() -> Callable[[], Any]:
-        runtimes.append(Runtime(load_settings({}, overrides=plan.overrides), clock=clock))
-        return runtimes[0].close
+        nonlocal runtime
+        runtime = Runtime(load_settings({}, overrides=plan.overrides), clock=clock)
+        return runtime.close  # type: ignore[no-any-return]
 
     def transmit(argument: tuple[datetime, list[tuple[str, list[Any]]]]) -> list[list[Any]]:
         at, batches = argument
         if at > clock.now():
             clock.set(at)
-        return [SendService._transmit([(runtimes[0].channel(kind), [], messages)])[0][1] for kind, messages in batches]
+        return [SendService.transmit([(runtime.channel(kind), [], messages)])[0][1] for kind, messages in batches]
 
     _serve(conn, start, "transmit", transmit)
 
@@ -973,8 +979,8 @@ class _SenderLink:
         self.server, self.clock = server, clock
 
     def __call__(self, groups: list[tuple[Any, list[int], list[Any]]]) -> _SenderLink.Answers:
-        self.server.conn.send(("transmit", (self.clock.now(), [(messages[0].channel, messages)
-                                                               for _, _, messages in groups])))
+        self.server.tell("transmit", (self.clock.now(), [(messages[0].channel, messages)
+                                                         for _, _, messages in groups]))
         return self.Answers(self.server, groups)
 
     class Answers:
@@ -982,7 +988,7 @@ class _SenderLink:
             self.server, self.groups = server, groups
 
         def result(self) -> list[tuple[list[int], list[Any]]]:
-            results = self.server._answer()
+            results = self.server.answer()
             return [(positions, answer) for (_, positions, _), answer in zip(self.groups, results, strict=True)]
 
 

@@ -179,7 +179,7 @@ class SendService:
         # journey -> the model scores it decides on, with this customer's values and explanations
         self.scores_used: Any = None
         # deliveries handed to another process (the simulator's sender): groups of (channel,
-        # positions, messages) -> a future of their answers, as ``_transmit`` gives them
+        # positions, messages) -> a future of their answers, as ``transmit`` gives them
         self.elsewhere: Callable[[list[tuple[Channel, list[int], list[OutboundMessage]]]], Any] | None = None
 
     # ------------------------------------------------------------------ entry points
@@ -496,9 +496,9 @@ class SendService:
             groups = self._hand_over(held)
             at = self.clock.now()
             if not later and background is not None and groups:
-                future = self.elsewhere(groups) if self.elsewhere else background.submit(self._transmit, groups)
+                future = self.elsewhere(groups) if self.elsewhere else background.submit(self.transmit, groups)
                 return Sending(self, out, len(timers), held, index, at, future)
-            answers = self.elsewhere(groups).result() if self.elsewhere and groups else self._transmit(groups)
+            answers = self.elsewhere(groups).result() if self.elsewhere and groups else self.transmit(groups)
             self._record(held, index, answers, out, at)
             pending = later
         return Sending(self, out, len(timers))
@@ -544,8 +544,8 @@ class SendService:
         return groups
 
     @staticmethod
-    def _transmit(groups: list[tuple[Channel, list[int], list[OutboundMessage]]]
-                  ) -> list[tuple[list[int], list[SendResult]]]:
+    def transmit(groups: list[tuple[Channel, list[int], list[OutboundMessage]]]
+                 ) -> list[tuple[list[int], list[SendResult]]]:
         """Each channel's messages in one ``send_batch`` (no transaction is open meanwhile)."""
         answers: list[tuple[list[int], list[SendResult]]] = []
         for channel, positions, messages in groups:

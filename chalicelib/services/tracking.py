@@ -179,21 +179,18 @@ class Tracking:
             return f"within {SCANNER_SECONDS} s of the send"
         return None
 
-    def _record(self, name: str, data: dict[str, str], user_agent: str, method: str) -> StoredEvent:
+    def _record(self, name: str, data: dict[str, str], user_agent: str, method: str) -> None:
+        """A hit, as the event ``store`` writes: queued for the workers where there is a queue."""
         now = self.clock.now()
         machine = self._machine(user_agent, method, data["k"], now)
         journey, step = [*data["k"].split("|"), "", "", ""][1:3]
         digest = hashlib.sha256(f"{name}|{data['m']}|{data.get('u', '')}|{now.isoformat()}|{user_agent}".encode())
-        event = StoredEvent(
-            message_id=f"trk-{digest.hexdigest()[:24]}",
-            type="track",
-            profile_id=data["p"],
-            received_at=now,
-            timestamp=now,
-            event=name,
-            source="tracking",
-            processed=True,
-            payload={
+        hit = {
+            "message_id": f"trk-{digest.hexdigest()[:24]}",
+            "profile_id": data["p"],
+            "at": iso(now),
+            "event": name,
+            "payload": {
                 "type": "track",
                 "event": name,
                 "properties": {
@@ -206,21 +203,18 @@ class Tracking:
                     "machine_reason": machine,
                 },
             },
-        )
+        }
         if self.queue is None:
-            self.events.append(event)
+            self.store(hit)
         else:
-            self.queue.send(INGEST_QUEUE, {"kind": "tracking", "event": {
-                "message_id": event.message_id, "profile_id": event.profile_id, "at": iso(now), "event": name,
-                "payload": event.payload}})
-        return event
+            self.queue.send(INGEST_QUEUE, {"kind": "tracking", "event": hit})
 
-    def store(self, body: dict[str, Any]) -> bool:
-        """A queued hit (see ``_record``) into the event log, once."""
-        at = parse_iso(body["at"])
+    def store(self, hit: dict[str, Any]) -> bool:
+        """A hit (from ``_record``, directly or through the queue) into the event log, once."""
+        at = parse_iso(hit["at"])
         return self.events.append(StoredEvent(
-            message_id=body["message_id"], type="track", profile_id=body["profile_id"], received_at=at, timestamp=at,
-            event=body["event"], source="tracking", processed=True, payload=body["payload"]))
+            message_id=hit["message_id"], type="track", profile_id=hit["profile_id"], received_at=at, timestamp=at,
+            event=hit["event"], source="tracking", processed=True, payload=hit["payload"]))
 
     def click(self, token: str, user_agent: str = "", method: str = "GET") -> str:
         """Record a click; returns the signed destination to redirect to."""

@@ -93,3 +93,12 @@ def test_ingest_messages_left_in_the_main_database_move_to_the_inbox(tmp_path):
     assert [m.body["n"] for m in stores.queue.receive("ingest", max_messages=10)] == [1, 2]
     assert [m.body for m in stores.queue.receive("send", max_messages=10)] == [{"task": 1}]
     assert old.depth("ingest") == 0
+
+
+def test_the_inbox_database_holds_the_queue_alone(tmp_path):
+    from chalicelib.adapters.local import local_stores
+
+    local_stores(tmp_path)
+    tables = {name for (name,) in sqlite3.connect(tmp_path / "inbox.db").execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"queue", "sqlite_sequence"}

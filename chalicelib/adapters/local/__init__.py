@@ -10,6 +10,7 @@ from chalicelib.adapters.local.blobs import FolderBlobStore
 from chalicelib.adapters.local.catalog import SqliteCatalogStore
 from chalicelib.adapters.local.scores import SqliteActivity, SqliteScoreStore
 from chalicelib.adapters.local.sqlite import (
+    QUEUE_SCHEMA,
     Database,
     SqliteEventStore,
     SqliteJourneyStore,
@@ -25,7 +26,7 @@ from chalicelib.services.ingest import INGEST_QUEUE
 def local_stores(data_dir: str | Path | None) -> Stores:
     """Stores on ``<data_dir>/omnicast.db``; ``None`` gives an in-memory database (tests)."""
     if data_dir is None:
-        db, inbox = Database(":memory:"), Database(":memory:")
+        db, inbox = Database(":memory:"), Database(":memory:", schema=QUEUE_SCHEMA)
         # the folder lives as long as the blob store does
         scratch = tempfile.TemporaryDirectory(prefix="omnicast-blobs-")
         blob_root = Path(scratch.name)
@@ -34,7 +35,7 @@ def local_stores(data_dir: str | Path | None) -> Stores:
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)  # secrets and personal data live here
         db = Database(root / "omnicast.db")
-        inbox = Database(root / "inbox.db")  # the ingest queue: what the API takes in
+        inbox = Database(root / "inbox.db", schema=QUEUE_SCHEMA)  # the ingest queue: what the API takes in
         blob_root = root / "blobs"
     blobs = FolderBlobStore(blob_root)
     if data_dir is None:

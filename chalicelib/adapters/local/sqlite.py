@@ -76,12 +76,15 @@ CREATE TABLE IF NOT EXISTS timers (
     timer_id TEXT PRIMARY KEY, due_at TEXT NOT NULL, payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# the queues: in the main database, and alone in a queue's own (inbox.db, the ingest queue)
+QUEUE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body TEXT NOT NULL,
     visible_at REAL NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
-CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -104,7 +107,7 @@ class Database:
     then longer, every 2 ms at most (the other's write is usually over in well under 1 ms).
     """
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, schema: str = SCHEMA + QUEUE_SCHEMA) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
@@ -121,7 +124,7 @@ class Database:
                 self.conn.execute("PRAGMA wal_autocheckpoint=0")
                 self._checkpointer = _Checkpointer(self.path)
             self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.script(SCHEMA)
+        self.script(schema)
 
     def _retrying(self, action: Callable[[], Any]) -> Any:
         """``action()``, tried again while another connection holds the write lock (outside a
