@@ -288,3 +288,76 @@ def test_the_sending_process_delivers_a_batch_at_the_time_it_is_given(tmp_path, 
     finally:
         sender.stop()
         sender.process.wait(30)
+
+
+def _shop_mail(**fields):
+    from chalicelib.plugin_api import OutboundMessage, email_bytes
+
+    base = {"message_id": "m-1", "channel": "email", "to": "Ann <ann@shop.test>", "subject": "Your cart",
+            "text": "Back to your cart: https://sim.shop/t/c/abc.DEF-1_2?x=1\nThanks",
+            "html": '<p>Back to <a href="https://sim.shop/t/c/abc.DEF-1_2">your cart</a></p>'
+                    '<img src="https://sim.shop/t/o/tok.en-9" width="1" height="1" alt="">'}
+    return email_bytes(OutboundMessage(**{**base, **fields}), from_address="Shop <shop@example.com>",
+                       at=datetime(2026, 9, 1, 10, 0, tzinfo=ZoneInfo("UTC")), message_id_domain="omnicast.local")
+
+
+def test_the_mailbox_reads_the_usual_mail_from_its_bytes_as_the_email_parser_does():
+    from chalicelib.simulation import _read_parsed, _read_usual, read_mail
+
+    usual = _shop_mail()
+    read = _read_usual(usual)
+    assert read is not None  # the quick reading was taken
+    assert read == _read_parsed(usual) == read_mail(usual)
+    subject, message_id, link, pixel = read
+    assert (subject, link, pixel) == ("Your cart", "https://sim.shop/t/c/abc.DEF-1_2",
+                                      "https://sim.shop/t/o/tok.en-9")
+    assert message_id.startswith("<") and message_id.endswith("@omnicast.local>")
+    no_link = _shop_mail(text="Nothing to click", html="<p>Nothing</p>")
+    assert _read_usual(no_link) == _read_parsed(no_link) == ("Your cart", read[1], None, None)
+    # UTF-8 bodies (quoted-printable, lines wrapped at 76 with soft breaks in the middle of the link)
+    utf8 = _shop_mail(text="Nur 9,99 \u20ac heute: " + "x" * 60 + " https://sim.shop/t/c/abc.DEF-1_2" + "y" * 90
+                      + "\n--\nShop \u00b7 https://sim.shop",
+                      html='<p>9,99 \u20ac</p>' + "<b>\u00e9</b>" * 40 + '<img src="https://sim.shop/t/o/tok.en-9">')
+    assert b"quoted-printable" in utf8
+    assert _read_usual(utf8) == _read_parsed(utf8) is not None
+    assert _read_usual(utf8)[2:] == ("https://sim.shop/t/c/abc.DEF-1_2" + "y" * 90, "https://sim.shop/t/o/tok.en-9")
+
+
+def test_the_mailbox_leaves_any_other_mail_to_the_email_parser():
+    """Encoded subjects, text-only mail, base64: the quick reading declines and the parser
+    answers (decoded), so nothing the shop reads changes with the mail's shape."""
+    from chalicelib.simulation import _read_parsed, _read_usual, read_mail
+
+    cases = {
+        "subject": _shop_mail(subject="Zurück im Lager: Ihr Lieblingsstück"),
+        "text only": _shop_mail(html=None),
+        "base64": _shop_mail().replace(b"7bit", b"base64"),
+    }
+    for name, content in cases.items():
+        assert _read_usual(content) is None, name
+        assert read_mail(content) == _read_parsed(content), name
+    assert read_mail(cases["subject"])[0] == "Zurück im Lager: Ihr Lieblingsstück"
+    assert read_mail(cases["text only"])[2:] == ("https://sim.shop/t/c/abc.DEF-1_2", None)
+
+
+def test_the_shops_mail_server_remembers_addresses_but_refuses_what_aiosmtpd_refuses():
+    import smtplib
+
+    from chalicelib.simulation import Mailbox, mail_server
+    from tests.conftest import free_port
+
+    box = Mailbox(None)
+    server = mail_server(box, free_port())
+    server.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            for _ in range(2):  # the second time from what the session remembers
+                assert smtp.sendmail("shop@example.com", ["ann@shop.test"], _shop_mail()) == {}
+                code, _ = smtp.docmd("MAIL FROM:<shop@@example..com>")
+                assert code == 553  # a malformed address, as aiosmtpd answers it
+                smtp.rset()
+        assert [r for r, _ in box.received] == ["ann@shop.test", "ann@shop.test"]
+        assert [links for links in box.links] == [("https://sim.shop/t/c/abc.DEF-1_2",
+                                                   "https://sim.shop/t/o/tok.en-9")] * 2
+    finally:
+        server.stop()
