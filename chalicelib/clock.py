@@ -78,11 +78,28 @@ def iso(dt: datetime) -> str:
         text = dt.isoformat(timespec="microseconds")[:-6] + "Z"
     else:
         text = dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    if len(_iso_seen) >= 512:
-        _iso_seen.clear()
-    _iso_seen[id(dt)] = (dt, text)
+    _keep(dt, text)
     return text
 
 
+def _keep(dt: datetime, text: str) -> None:
+    if len(_iso_seen) >= 512:
+        _iso_seen.clear()
+    _iso_seen[id(dt)] = (dt, text)
+
+
+def _written_by_iso(value: str) -> bool:
+    """The shape ``iso()`` writes (2026-03-02T10:00:00.000000Z): parsed, it formats back to itself."""
+    return (len(value) == 27 and value[26] == "Z" and value[10] == "T" and value[4] == value[7] == "-"
+            and value[13] == value[16] == ":" and value[19] == ".")
+
+
 def parse_iso(value: str) -> datetime:
+    """The instant a stored timestamp names, in UTC. One that ``iso()`` wrote is remembered with
+    its text, so writing it back (a profile saved again, an event from the queue stored)
+    costs nothing."""
+    if _written_by_iso(value):
+        dt = datetime.fromisoformat(value)  # "Z": UTC itself
+        _keep(dt, value)
+        return dt
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)

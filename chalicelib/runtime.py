@@ -144,7 +144,7 @@ class Runtime:
         from chalicelib.services.ingest import EventProcessor
 
         processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
-        processor.after_event = lambda profile: self.segments.update(profile.profile_id)
+        processor.after_event = lambda profile: self.segments.update(profile.profile_id, profile)
         return processor
 
     @cached_property

@@ -189,10 +189,15 @@ class SegmentService:
         facts = self.facts(profile, *(seg.rule for seg in self.segments.values()))
         return {name for name, seg in self.segments.items() if evaluate(seg.rule, facts)}
 
-    def update(self, profile_id: str) -> tuple[set[str], set[str]]:
-        """Re-evaluate one profile; save the new membership; emit enter / exit events."""
+    def update(self, profile_id: str, profile: Profile | None = None) -> tuple[set[str], set[str]]:
+        """Re-evaluate one profile; save the new membership; emit enter / exit events.
+
+        ``profile``: the profile as its caller has just saved it, taken as it is if the store
+        can tell it is unchanged since (else it is read)."""
+        unchanged = getattr(self.profiles, "unchanged", None)
         for _ in range(10):
-            profile = self.profiles.get(profile_id)
+            if profile is None or unchanged is None or not unchanged(profile):
+                profile = self.profiles.get(profile_id)
             if profile is None:
                 return set(), set()
             before = set(profile.traits.get(MEMBERSHIP) or [])
@@ -203,6 +208,7 @@ class SegmentService:
             profile.traits[MEMBERSHIP] = sorted(after)
             if self.profiles.save(profile, expected):
                 break
+            profile = None
         else:
             raise RuntimeError(f"profile {profile_id} kept changing")
         entered, exited = after - before, before - after

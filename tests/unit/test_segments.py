@@ -94,3 +94,29 @@ def test_event_rules_fall_back_to_a_scan(rt):
     emit(rt, "track", userId="u1", event="Product Viewed", properties={"product_id": "p1"})
     preview = rt.segments.preview({"event": "Product Viewed", "within_days": 7})
     assert preview.method == "scan" and preview.count == 1
+
+
+def test_a_profile_just_saved_is_evaluated_as_it_is_and_a_stale_one_is_read_again(rt, monkeypatch):
+    """The worker hands segment evaluation the profile it has just saved (one read less); the
+    store takes it only if it was saved in the write transaction still open and not since."""
+    customer(rt)
+    pid = rt.stores.profiles.resolve("user_id", "u1")
+    store = rt.stores.profiles
+    reads = []
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda profile_id: reads.append(profile_id) or real_get(profile_id))
+    with rt.stores.transaction():
+        mine = real_get(pid)
+        mine.traits["total_spent"] = 600.0
+        assert store.save(mine, mine.version) and store.unchanged(mine)
+        assert rt.segments.update(pid, mine) == ({"vip"}, set())
+        assert reads == []  # taken as it was saved
+        stale = real_get(pid)
+        other = real_get(pid)
+        other.traits["total_spent"] = 5.0  # someone else in the same transaction saves it again
+        assert store.save(other, other.version)
+        assert not store.unchanged(stale)
+        assert rt.segments.update(pid, stale) == (set(), {"vip"})  # evaluated as stored, not as handed
+        assert reads == [pid]
+    assert not store.unchanged(other)  # the transaction is over: another process may write now
+    assert segments_of(rt, "u1") == ["subscribers"]

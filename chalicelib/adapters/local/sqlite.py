@@ -114,6 +114,7 @@ class Database:
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=0)
         self.lock = threading.RLock()
         self._savepoints = 0
+        self.serial = 0  # write transactions begun on this connection
         self._checkpointer: _Checkpointer | None = None
         with self.lock:
             if self.path != ":memory:":
@@ -166,6 +167,7 @@ class Database:
                 self.conn.execute(f"RELEASE {name}")
                 return
             self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            self.serial += 1
             try:
                 yield self.conn
             except BaseException:
@@ -308,6 +310,14 @@ class SqliteEventStore:
 class SqliteProfileStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._saved: dict[str, tuple[int, int]] = {}  # profile id -> (write transaction, version) saved in it
+
+    def unchanged(self, profile: Profile) -> bool:
+        """Whether ``profile``, as this store saved it, is still what is stored: saved in the
+        write transaction still open (nobody else writes while it is) and not saved since.
+        A worker that has just saved a profile need not read it back."""
+        return self.db.conn.in_transaction and self._saved.get(profile.profile_id) == (self.db.serial,
+                                                                                       profile.version)
 
     def get(self, profile_id: str) -> Profile | None:
         rows = self.db.query("SELECT * FROM profiles WHERE profile_id=?", (profile_id,))
@@ -343,6 +353,10 @@ class SqliteProfileStore:
             )
         if won == 1:
             profile.version = expected_version + 1
+            if self.db.conn.in_transaction:
+                if len(self._saved) >= 10_000:
+                    self._saved.clear()
+                self._saved[profile.profile_id] = (self.db.serial, profile.version)
             return True
         return False
 
