@@ -65,27 +65,30 @@ class HeldClock:
         return held if held is not None else self.clock.now()
 
 
-_iso_seen: dict[int, tuple[datetime, str]] = {}  # by id: the instant is held, so its id is not reused
+_iso_seen: dict[datetime, str] = {}  # UTC instants formatted or read lately, and their text
 
 
 def iso(dt: datetime) -> str:
-    """A sortable UTC timestamp with microseconds, used as a key component in every store."""
-    seen = _iso_seen.get(id(dt))  # the same instant is asked for again and again (a clock's now, an event's time)
-    if seen is not None and seen[0] is dt:
-        return seen[1]
-    # isoformat is several times faster than strftime; same text: 2026-03-02T10:00:00.000000Z
+    """A sortable UTC timestamp with microseconds, used as a key component in every store.
+
+    The same instants come again and again (a clock's now and the timers set from it, a
+    timestamp read and written back), and formatting one costs more than a lookup: the text of
+    the latest UTC instants is kept (by value: UTC datetimes that are equal are the same
+    instant; not other zones', where a repeated hour's two instants compare equal)."""
     if dt.tzinfo is UTC:
-        text = dt.isoformat(timespec="microseconds")[:-6] + "Z"
-    else:
-        text = dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    _keep(dt, text)
-    return text
+        text = _iso_seen.get(dt)
+        if text is None:
+            # isoformat is several times faster than strftime; same text: 2026-03-02T10:00:00.000000Z
+            text = dt.isoformat(timespec="microseconds")[:-6] + "Z"
+            _keep(dt, text)
+        return text
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _keep(dt: datetime, text: str) -> None:
-    if len(_iso_seen) >= 512:
+    if len(_iso_seen) >= 1024:
         _iso_seen.clear()
-    _iso_seen[id(dt)] = (dt, text)
+    _iso_seen[dt] = text
 
 
 def _written_by_iso(value: str) -> bool:

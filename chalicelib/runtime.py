@@ -19,7 +19,7 @@ from chalicelib.clock import Clock, HeldClock, SystemClock
 from chalicelib.config import Settings, load_settings
 from chalicelib.plugin_api import Channel, ChannelContext
 from chalicelib.plugin_host import PluginHost
-from chalicelib.ports import QueueMessage, Stores
+from chalicelib.ports import Profile, QueueMessage, Stores
 from chalicelib.services.admin import AdminService
 from chalicelib.services.consent import ConsentService
 from chalicelib.services.credentials import Credentials
@@ -84,6 +84,7 @@ class Runtime:
         self.credentials = Credentials(self.stores.secrets, self.clock)
         self._channels: dict[str, Channel] = {}
         self._channel_lock = threading.Lock()
+        self._batch = threading.local()  # .profiles: whose segments a transactional batch re-evaluates at its end
         self.channel_clock = HeldClock(self.clock)  # the channels' clock (see drain's leave_sends_in_flight)
         # a drain's last wave of sends still with its channels, and the send tasks it answers
         self._in_flight: tuple[list[QueueMessage], Sending] | None = None
@@ -144,8 +145,17 @@ class Runtime:
         from chalicelib.services.ingest import EventProcessor
 
         processor = EventProcessor(self.stores.events, self.stores.profiles, self.host, self.journeys, self.clock)
-        processor.after_event = lambda profile: self.segments.update(profile.profile_id, profile)
+        processor.after_event = self._after_event
         return processor
+
+    def _after_event(self, profile: Profile) -> None:
+        """Segments follow each event; in a transactional ingest batch, once per profile at the
+        batch's end (a visit's events come together: one evaluation, not one per event)."""
+        later: dict[str, Profile] | None = getattr(self._batch, "profiles", None)
+        if later is None:
+            self.segments.update(profile.profile_id, profile)
+        else:
+            later[profile.profile_id] = profile  # the latest, as saved last
 
     @cached_property
     def segments(self) -> SegmentService:
@@ -378,18 +388,30 @@ class Runtime:
         # crash between the two redelivers messages already applied, which change nothing
         apart = getattr(self.stores.queue, "own_database", lambda name: False)(queue)
         handled = []
-        with tx():
-            for msg in messages:
-                try:
-                    with tx():
-                        self.handle_message(queue, msg.body)
-                        if not apart:
-                            self.stores.queue.ack(queue, msg.receipt)
-                except Exception:
-                    log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
-                    continue
-                handled.append(msg.receipt)
-                done += 1
+        later: dict[str, Profile] = {}
+        self._batch.profiles = later if tx is not nullcontext else None
+        try:
+            with tx():
+                for msg in messages:
+                    try:
+                        with tx():
+                            self.handle_message(queue, msg.body)
+                            if not apart:
+                                self.stores.queue.ack(queue, msg.receipt)
+                    except Exception:
+                        log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
+                        continue
+                    handled.append(msg.receipt)
+                    done += 1
+                self._batch.profiles = None
+                for profile_id, profile in later.items():  # in the batch's commit
+                    try:
+                        with tx():
+                            self.segments.update(profile_id, profile)
+                    except Exception:  # the membership stays as it was until the next event or sweep
+                        log.exception("re-evaluating a profile's segments after a batch failed")
+        finally:
+            self._batch.profiles = None
         if apart and handled:
             self.stores.queue.ack_batch(queue, handled)  # type: ignore[attr-defined]
         return done

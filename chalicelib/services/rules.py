@@ -21,7 +21,7 @@ within a window, counted, optionally keyed by a property), ``score`` (a model sc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -252,27 +252,66 @@ class Facts:
 
 
 def evaluate(rule: Any, facts: Facts) -> bool:
-    """Does the rule hold for these facts?"""
+    """Does the rule hold for these facts? Each rule is turned into a function once (every
+    segment's rule is asked about on every event) and kept while the rule is."""
+    seen = _compiled_seen.get(id(rule))
+    if seen is None or seen[0] is not rule:
+        if len(_compiled_seen) >= 4096:
+            _compiled_seen.clear()
+        seen = _compiled_seen[id(rule)] = (rule, _compile(rule))
+    return seen[1](facts)
+
+
+_compiled_seen: dict[int, tuple[Any, Callable[[Facts], bool]]] = {}  # by id: the rule is held
+
+
+def _compile(rule: Any) -> Callable[[Facts], bool]:
     match rule:
         case AllRule():
-            return all(evaluate(r, facts) for r in rule.all)
+            every = tuple(_compile(r) for r in rule.all)
+
+            def all_hold(facts: Facts) -> bool:
+                for part in every:
+                    if not part(facts):
+                        return False
+                return True
+
+            return all_hold
         case AnyRule():
-            return any(evaluate(r, facts) for r in rule.any)
+            some = tuple(_compile(r) for r in rule.any)
+
+            def any_holds(facts: Facts) -> bool:
+                for part in some:
+                    if part(facts):
+                        return True
+                return False
+
+            return any_holds
         case NotRule():
-            return not evaluate(rule.not_, facts)
+            inner = _compile(rule.not_)
+            return lambda facts: not inner(facts)
         case TraitRule():
-            return compare(_get(facts.profile.traits, rule.trait), rule.op, rule.value)
+            trait, op, value = rule.trait, rule.op, rule.value
+            return lambda facts: compare(_get(facts.profile.traits, trait), op, value)
         case ComputedRule():
-            return compare(facts.computed(rule.computed, rule.window_days), rule.op, rule.value)
+            name, window, op, value = rule.computed, rule.window_days, rule.op, rule.value
+            return lambda facts: compare(facts.computed(name, window), op, value)
         case EventRule():
-            n = facts.count(rule.event, rule.within_days, rule.where)
-            return n >= rule.min_count and (rule.max_count is None or n <= rule.max_count)
+            event, within, where, least, most = rule.event, rule.within_days, rule.where, rule.min_count, rule.max_count
+
+            def counted(facts: Facts) -> bool:
+                n = facts.count(event, within, where)
+                return n >= least and (most is None or n <= most)
+
+            return counted
         case ScoreRule():
-            return compare(facts.scores.get(rule.score), rule.op, rule.value)
+            score, op, value = rule.score, rule.op, rule.value
+            return lambda facts: compare(facts.scores.get(score), op, value)
         case ConsentRule():
             from chalicelib.services.send import consent_problem
 
-            return consent_problem(facts.profile, rule.consent, rule.purpose) is None
+            consent, purpose = rule.consent, rule.purpose
+            return lambda facts: consent_problem(facts.profile, consent, purpose) is None
     raise TypeError(f"not a rule: {rule!r}")
 
 

@@ -31,3 +31,14 @@ def test_other_iso_forms_are_read_as_instants_and_written_in_the_one_shape():
         assert iso(dt) == written, text
     assert iso(datetime(2026, 3, 2, 11, 0, 5, tzinfo=timezone(timedelta(hours=1)))) == "2026-03-02T10:00:05.000000Z"
     assert iso(datetime(2026, 7, 2, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))) == "2026-07-02T10:00:00.000000Z"
+
+
+def test_a_repeated_local_hour_gives_two_instants():
+    """Equal local times of a zone can be two instants (the hour the clocks go back): each is
+    written as its own instant, whatever was formatted before."""
+    berlin = ZoneInfo("Europe/Berlin")
+    first, second = (datetime(2026, 10, 25, 2, 30, tzinfo=berlin, fold=f) for f in (0, 1))
+    assert first == second  # Python compares them by their local time
+    assert (iso(first), iso(second)) == ("2026-10-25T00:30:00.000000Z", "2026-10-25T01:30:00.000000Z")
+    assert iso(second.astimezone(UTC)) == "2026-10-25T01:30:00.000000Z"
+    assert iso(first.astimezone(UTC)) == "2026-10-25T00:30:00.000000Z"

@@ -120,3 +120,47 @@ def test_a_profile_just_saved_is_evaluated_as_it_is_and_a_stale_one_is_read_agai
         assert reads == [pid]
     assert not store.unchanged(other)  # the transaction is over: another process may write now
     assert segments_of(rt, "u1") == ["subscribers"]
+
+
+def _queue(rt, kind, **body):
+    from chalicelib.clock import iso
+    from chalicelib.events import parse_call, to_payload
+
+    body.setdefault("timestamp", iso(rt.clock.now()))
+    payload = to_payload(parse_call(kind, body, rt.clock.now()).calls[0])
+    rt.stores.queue.send("ingest", {"source": "segment", "received_at": iso(rt.clock.now()), "event": payload})
+
+
+def test_a_batch_re_evaluates_each_profile_once_at_its_end(rt, monkeypatch):
+    """A visit's events come together: in a worker's batch, each profile's segments are
+    evaluated once, after its last event, in the batch's commit; membership is as if after each."""
+    customer(rt, "u1")
+    customer(rt, "u2")
+    evaluated = []
+    real_update = rt.segments.update
+    monkeypatch.setattr(rt.segments, "update",
+                        lambda pid, profile=None: evaluated.append(pid) or real_update(pid, profile))
+    for n in range(3):
+        _queue(rt, "track", userId="u1", messageId=f"b-u1-{n}", event="Order Completed",
+               properties={"order_id": f"o{n}", "total": 250})
+    _queue(rt, "track", userId="u2", messageId="b-u2", event="Product Viewed", properties={"product_id": "p1"})
+    assert rt.work("ingest", 100) == 4
+    ids = {user: rt.stores.profiles.resolve("user_id", user) for user in ("u1", "u2")}
+    assert evaluated == [ids["u1"], ids["u2"]]
+    assert segments_of(rt, "u1") == ["customers", "subscribers", "vip"]  # 750 spent over three orders
+    entered = [e.payload["properties"]["segment"] for e in rt.stores.events.for_profile(ids["u1"])
+               if e.event == "Segment Entered"]
+    assert entered == ["subscribers", "customers", "vip"]
+
+
+def test_a_failed_re_evaluation_after_a_batch_loses_none_of_its_events(rt, monkeypatch, caplog):
+    customer(rt, "u1")
+    monkeypatch.setattr(rt.segments, "update", lambda pid, profile=None: 1 / 0)
+    _queue(rt, "track", userId="u1", messageId="f-1", event="Order Completed",
+           properties={"order_id": "o1", "total": 600})
+    assert rt.work("ingest", 100) == 1
+    assert "re-evaluating a profile's segments after a batch failed" in caplog.text
+    assert rt.stores.queue.depth("ingest") == 0
+    pid = rt.stores.profiles.resolve("user_id", "u1")
+    assert rt.stores.profiles.get(pid).traits["orders_count"] == 1
+    assert segments_of(rt, "u1") == ["subscribers"]  # as it was, until the next event or the sweep
