@@ -97,11 +97,11 @@ def _written_by_iso(value: str) -> bool:
             and value[13] == value[16] == ":" and value[19] == ".")
 
 
-def parse_iso(value: str) -> datetime:
-    """The instant a stored timestamp names, in UTC. One that ``iso()`` wrote is remembered with
-    its text, so writing it back (a profile saved again, an event from the queue stored)
-    costs nothing."""
-    if _written_by_iso(value):
+def parse_iso(value: str, *, remember: bool = False) -> datetime:
+    """The instant a stored timestamp names, in UTC. ``remember``: one that ``iso()`` wrote is
+    kept with its text, so writing it back costs nothing (a profile read to be saved again, a
+    queued event about to be stored); not asked for rows that are only read."""
+    if remember and _written_by_iso(value):
         dt = datetime.fromisoformat(value)  # "Z": UTC itself
         _keep(dt, value)
         return dt

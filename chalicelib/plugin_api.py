@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import hmac
 import threading
 from dataclasses import dataclass, field
@@ -808,7 +807,7 @@ class EventSource:
 def hmac_sha256(secret: str | bytes, message: bytes) -> bytes:
     """HMAC-SHA256, the primitive every shop platform signs with."""
     key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return hmac.digest(key, message, "sha256")
 
 
 def matches_any(expected: list[bytes], given: list[bytes]) -> bool:

@@ -188,13 +188,13 @@ class Credentials:
         if ttl_seconds is not None:
             body["exp"] = str(int(self.clock.now().timestamp()) + ttl_seconds)
         raw = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).rstrip(b"=")
-        mac = hmac.new(self.signing_key(), purpose.encode() + b"." + raw, hashlib.sha256).digest()[:18]
+        mac = hmac.digest(self.signing_key(), purpose.encode() + b"." + raw, "sha256")[:18]  # one call, in C
         return raw.decode() + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
     def verify(self, purpose: str, token: str) -> dict[str, str]:
         try:
             raw, sig = token.split(".", 1)
-            mac = hmac.new(self.signing_key(), purpose.encode() + b"." + raw.encode(), hashlib.sha256).digest()[:18]
+            mac = hmac.digest(self.signing_key(), purpose.encode() + b"." + raw.encode(), "sha256")[:18]
             given = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
             if not hmac.compare_digest(mac, given):
                 raise ValueError("bad signature")

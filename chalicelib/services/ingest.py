@@ -127,8 +127,8 @@ class EventProcessor:
             message_id=payload["messageId"],
             type=payload["type"],
             profile_id=None,
-            received_at=parse_iso(message["received_at"]),
-            timestamp=parse_iso(payload["timestamp"]),
+            received_at=parse_iso(message["received_at"], remember=True),  # stored just below
+            timestamp=parse_iso(payload["timestamp"], remember=True),
             event=payload.get("event"),
             source=source,
             payload=payload,

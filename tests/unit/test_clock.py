@@ -12,9 +12,11 @@ def test_a_timestamp_iso_wrote_is_remembered_when_read_back():
     written = iso(datetime(2026, 3, 2, 10, 0, 5, 123, tzinfo=UTC))
     assert written == "2026-03-02T10:00:05.000123Z"
     text = "".join(["2026-03-02T10:00:05.", "000123Z"])  # the same text, another string (as a query returns it)
-    dt = parse_iso(text)
+    dt = parse_iso(text, remember=True)
     assert dt == datetime(2026, 3, 2, 10, 0, 5, 123, tzinfo=UTC) and dt.tzinfo is UTC
     assert iso(dt) is text  # not formatted again
+    other = "".join(["2026-03-02T10:00:06.", "000123Z"])
+    assert iso(parse_iso(other)) == other and iso(parse_iso(other)) is not other  # read only: not kept
 
 
 def test_other_iso_forms_are_read_as_instants_and_written_in_the_one_shape():
@@ -26,7 +28,7 @@ def test_other_iso_forms_are_read_as_instants_and_written_in_the_one_shape():
         "2026-03-02 10:00:05.123456Z": "2026-03-02T10:00:05.123456Z",
     }
     for text, written in cases.items():
-        dt = parse_iso(text)
+        dt = parse_iso(text, remember=True)
         assert dt.tzinfo is UTC, text
         assert iso(dt) == written, text
     assert iso(datetime(2026, 3, 2, 11, 0, 5, tzinfo=timezone(timedelta(hours=1)))) == "2026-03-02T10:00:05.000000Z"

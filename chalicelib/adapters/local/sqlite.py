@@ -175,12 +175,17 @@ class Database:
                 raise
             self.conn.execute("COMMIT")
 
+    # inside a transaction of ours a statement is run as it is: SQLite never answers busy then
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.lock:
+            if self.conn.in_transaction:
+                return self.conn.execute(sql, params).fetchall()
             return self._retrying(lambda: self.conn.execute(sql, params).fetchall())  # type: ignore[no-any-return]
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self.lock:
+            if self.conn.in_transaction:
+                return self.conn.execute(sql, params).rowcount
             return self._retrying(lambda: self.conn.execute(sql, params).rowcount)  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -328,8 +333,8 @@ class SqliteProfileStore:
             profile_id=r[0],
             traits=_loads(r[1]),
             identifiers=_loads(r[2]),
-            created_at=parse_iso(r[3]) if r[3] else None,
-            updated_at=parse_iso(r[4]) if r[4] else None,
+            created_at=parse_iso(r[3], remember=True) if r[3] else None,  # a profile read is saved again
+            updated_at=parse_iso(r[4], remember=True) if r[4] else None,
             version=r[5],
         )
 
