@@ -9,6 +9,7 @@ connection may succeed later; a 5xx reply will not.
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import ssl
 import threading
@@ -31,6 +32,13 @@ from chalicelib.plugin_api import (
     message_id_header,
     mime_email,
 )
+
+
+@functools.lru_cache(maxsize=65536)
+def _mailbox(address: str) -> str:
+    """The envelope's address of a header address ("Ann <ann@x.com>" -> ann@x.com), read once
+    per address (the shop's sender on every message, a customer on each of theirs)."""
+    return parseaddr(address)[1]
 
 
 class SmtpSettings(PluginSettings):
@@ -99,7 +107,7 @@ class SmtpChannel(Channel):
             if data is None:  # an address that is not ASCII: smtplib sends the EmailMessage with SMTPUTF8
                 refused = conn.send_message(self.build(message))
             else:  # the bytes as they go on the wire, with the envelope taken from the same addresses
-                refused = conn.sendmail(parseaddr(s.from_address)[1], [parseaddr(message.to)[1]], data)
+                refused = conn.sendmail(_mailbox(s.from_address), [_mailbox(message.to)], data)
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             return SendResult.failed(f"recipient refused ({code})", retryable=400 <= code < 500)
