@@ -17,7 +17,7 @@ Conventions shared by every port:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,8 +63,10 @@ class EventStore(Protocol):
         """The profile's processed events, oldest first by ``timestamp``, at most ``limit``."""
         ...
 
-    def by_source(self, source: str, after: str | None = None, limit: int = 500) -> list[StoredEvent]:
-        """A page of one source's events ordered by message id, after ``after`` (audit, replay)."""
+    def by_source(self, source: str, after: str | None = None, limit: int = 500, *,
+                  events: Collection[str] | None = None) -> list[StoredEvent]:
+        """A page of one source's events ordered by message id, after ``after`` (audit, replay);
+        with ``events``, only the events of those names (the page holds up to ``limit`` of them)."""
         ...
 
     def count(self, source: str | None = None) -> int:

@@ -274,13 +274,13 @@ class Runtime:
 
     @cached_property
     def measurement(self) -> Measurement:
-        from chalicelib.services.measurement import Measurement, all_events
+        from chalicelib.services.measurement import SNAPSHOT_EVENTS, Measurement, all_events
 
         m = self.settings.measurement
         sources = ["tracking", "segment", "import", "ses", *self.host.registry.sources, *self.host.registry.channels]
         return Measurement(
             self.stores.ledger,
-            lambda: all_events(self.stores.events, sources),
+            lambda: all_events(self.stores.events, sources, names=SNAPSHOT_EVENTS),
             m.windows_hours.model_dump(),
             fixed_costs=m.fixed_costs,
             confidence=m.confidence,

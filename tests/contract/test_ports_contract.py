@@ -34,6 +34,16 @@ def test_events_page_by_source(stores):
     first = stores.events.by_source("raw:shop", limit=3)
     assert [e.message_id for e in first] == ["m0", "m1", "m2"]
     assert [e.message_id for e in stores.events.by_source("raw:shop", after="m2")] == ["m3", "m4"]
+    for i in range(4):
+        stores.events.append(StoredEvent(message_id=f"v{i}", type="track", profile_id=None, received_at=T0,
+                                         timestamp=T0, event="Product Viewed", source="raw:shop", payload={}))
+    orders = stores.events.by_source("raw:shop", limit=3, events={"Order Completed", "Email Opened"})
+    assert [e.message_id for e in orders] == ["m0", "m1", "m2"]  # a page of the names asked for
+    assert [e.message_id for e in stores.events.by_source("raw:shop", after="m2", events={"Order Completed"})] == [
+        "m3", "m4"]
+    assert [e.message_id for e in stores.events.by_source("raw:shop", events={"Product Viewed"})] == [
+        "v0", "v1", "v2", "v3"]
+    assert stores.events.by_source("raw:shop", events=set()) == []
 
 
 def test_processed_events_are_listed_per_profile_in_time_order(stores):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -153,12 +154,13 @@ class DynamoEventStore(_Table):
         )["Items"]
         return [self._event(i) for i in items]
 
-    def by_source(self, source: str, after: str | None = None, limit: int = 500) -> list[StoredEvent]:
-        # a scan: replay and audit are rare, operator-driven reads
+    def by_source(self, source: str, after: str | None = None, limit: int = 500, *,
+                  events: Collection[str] | None = None) -> list[StoredEvent]:
+        # a scan: replay, audit and the measurement snapshot are rare, operator-driven reads
         items = self.scan_prefix(f"EVT#{source}#")
         assert isinstance(items, list)
-        events = sorted((self._event(i) for i in items), key=lambda e: e.message_id)
-        return [e for e in events if e.message_id > (after or "")][:limit]
+        found = sorted((self._event(i) for i in items), key=lambda e: e.message_id)
+        return [e for e in found if e.message_id > (after or "") and (events is None or e.event in events)][:limit]
 
     def count(self, source: str | None = None) -> int:
         n = self.scan_prefix(f"EVT#{source}#" if source else "EVT#", count_only=True)
