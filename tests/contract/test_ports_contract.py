@@ -182,6 +182,12 @@ def test_last_run_is_the_highest_numbered_run_of_the_entity(stores):
     assert stores.journeys.last_run("p1", "cart", "c1").entity == "c1"  # "c1x" is another entity
     assert stores.journeys.last_run("p1", "cart", "c9") is None
     assert stores.journeys.last_run("p2", "cart", "-") is None
+    # neighbours of an entity in the key's order: "c2!", "c2$" and "c20" are not runs of "c2"
+    for entity in ("c2", "c2#3", "c2!", "c2$", "c20", "c2#4"):
+        stores.journeys.enter(state(entity, status="completed"))
+    assert stores.journeys.last_run("p1", "cart", "c2").entity == "c2#4"
+    assert stores.journeys.last_run("p1", "cart", "c2!").entity == "c2!"
+    assert stores.journeys.last_run("p1", "cart", "c2$").entity == "c2$"
 
 
 def test_timers_fire_once_in_due_order(stores):

@@ -576,11 +576,14 @@ class SqliteJourneyStore:
 
     def last_run(self, profile_id: str, journey: str, entity: str) -> JourneyState | None:
         # the run number ranks in SQL, so only the latest run's data is read and parsed
+        # entity >= e AND entity < e + '$': the key's range of the primary key, which holds e and
+        # every e#n ('#' sorts just before '$'), so only this entity's runs are visited, not
+        # every run of the journey (a customer's price-drop runs, one per product viewed)
         rows = self.db.query(
-            "SELECT * FROM journey_states WHERE profile_id=? AND journey=? "
+            "SELECT * FROM journey_states WHERE profile_id=? AND journey=? AND entity >= ? AND entity < ? "
             "AND (entity=? OR substr(entity, 1, length(?) + 1) = ? || '#') "
             "ORDER BY CASE WHEN entity=? THEN 1 ELSE CAST(substr(entity, length(?) + 2) AS INTEGER) END DESC LIMIT 1",
-            (profile_id, journey, entity, entity, entity, entity, entity),
+            (profile_id, journey, entity, entity + "$", entity, entity, entity, entity, entity),
         )
         return self._row(rows[0]) if rows else None
 
