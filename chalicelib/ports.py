@@ -171,8 +171,9 @@ class SendLedger(Protocol):
         message this way), or None. If several carry it, the most recently updated."""
         ...
 
-    def for_profile(self, profile_id: str) -> list[LedgerEntry]:
-        """Every entry of one profile, oldest first (the decision log)."""
+    def for_profile(self, profile_id: str, *, sent_after: datetime | None = None) -> list[LedgerEntry]:
+        """Every entry of one profile, oldest first (the decision log); with ``sent_after``, only
+        those sent later than it (``status`` sent, ``updated_at`` after it: the contact budget)."""
         ...
 
     def all(self, limit: int = 1000) -> list[LedgerEntry]:

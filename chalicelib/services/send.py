@@ -297,8 +297,8 @@ class SendService:
         """When the marketing budget has room again, if it is spent now."""
         sent = sorted(
             e.updated_at
-            for e in self.ledger.for_profile(profile.profile_id)
-            if e.status == "sent" and e.detail.get("purpose") == "marketing" and e.updated_at > now - timedelta(days=7)
+            for e in self.ledger.for_profile(profile.profile_id, sent_after=now - timedelta(days=7))
+            if e.detail.get("purpose") == "marketing"
         )
         day = [t for t in sent if t > now - timedelta(days=1)]
         if self.policy.max_marketing_per_day and len(day) >= self.policy.max_marketing_per_day:

@@ -137,6 +137,15 @@ def test_ledger_lists_per_profile_and_all_in_time_order(stores):
     assert [e.key for e in stores.ledger.for_profile("p1")] == ["a", "b"]
     assert [e.key for e in stores.ledger.all()] == ["c", "a", "b"]
     assert [e.key for e in stores.ledger.all(limit=2)] == ["c", "a"]
+    # the contact budget's read: only what was sent after a time (here the last hour)
+    stores.ledger.claim(entry("d", created=T0 - timedelta(days=9)))
+    stores.ledger.update("d", status="sent", reason="sent: late", at=T0 + timedelta(minutes=50))  # deferred long
+    stores.ledger.update("a", status="sent", reason="sent: ok", at=T0 + timedelta(minutes=1))
+    stores.ledger.update("b", status="failed", reason="failed: bounce", at=T0 + timedelta(minutes=55))
+    since = T0 + timedelta(minutes=1)
+    assert [e.key for e in stores.ledger.for_profile("p1", sent_after=since - timedelta(seconds=1))] == ["d", "a"]
+    assert [e.key for e in stores.ledger.for_profile("p1", sent_after=since)] == ["d"]  # strictly after
+    assert stores.ledger.for_profile("p2", sent_after=T0 - timedelta(days=30)) == []
 
 
 def state(entity="-", **kw):

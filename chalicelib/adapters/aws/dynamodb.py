@@ -344,13 +344,16 @@ class DynamoSendLedger(_Table):
         pointer = self.item(f"LPROVIDER#{provider_message_id}", "L")
         return self.get(pointer["key"]["S"]) if pointer else None
 
-    def for_profile(self, profile_id: str) -> list[LedgerEntry]:
+    def for_profile(self, profile_id: str, *, sent_after: datetime | None = None) -> list[LedgerEntry]:
         items = self.query(
             IndexName="gsi1",
             KeyConditionExpression="gsi1pk = :g",
             ExpressionAttributeValues={":g": _s(f"PLEDGER#{profile_id}")},
         )
-        return [self._entry(i) for i in items]
+        entries = [self._entry(i) for i in items]
+        if sent_after is None:
+            return entries
+        return [e for e in entries if e.status == "sent" and e.updated_at > sent_after]
 
     def all(self, limit: int = 1000) -> list[LedgerEntry]:
         items = self.scan_prefix("LEDGER#")

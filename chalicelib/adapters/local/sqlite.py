@@ -17,6 +17,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -493,8 +494,12 @@ class SqliteSendLedger:
         )
         return self._row(rows[0]) if rows else None
 
-    def for_profile(self, profile_id: str) -> list[LedgerEntry]:
-        rows = self.db.query("SELECT * FROM ledger WHERE profile_id=? ORDER BY created_at, key", (profile_id,))
+    def for_profile(self, profile_id: str, *, sent_after: datetime | None = None) -> list[LedgerEntry]:
+        if sent_after is None:
+            rows = self.db.query("SELECT * FROM ledger WHERE profile_id=? ORDER BY created_at, key", (profile_id,))
+        else:  # filtered in SQL: a quarter's entries are not built to count a week's sends
+            rows = self.db.query("SELECT * FROM ledger WHERE profile_id=? AND status='sent' AND updated_at > ? "
+                                 "ORDER BY created_at, key", (profile_id, iso(sent_after)))
         return [self._row(r) for r in rows]
 
     def all(self, limit: int = 1000) -> list[LedgerEntry]:
