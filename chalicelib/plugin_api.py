@@ -308,10 +308,14 @@ class _MimePolicy(Compat32):
 _MIME_POLICY = _MimePolicy(max_line_length=998)
 
 
+def _fits_7bit(body: str) -> bool:
+    return body.isascii() and all(len(line) <= 998 for line in body.splitlines())
+
+
 def _text_part(body: str, subtype: str) -> Message:
     part = MIMENonMultipart("text", subtype, policy=_MIME_POLICY)
     del part["MIME-Version"]  # said once, on the outer message
-    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
+    if _fits_7bit(body):
         part.set_payload(body, "us-ascii")  # 7bit
     else:
         part.set_payload(body, _UTF8_QP)  # quoted-printable also wraps lines over 998 octets
@@ -393,7 +397,7 @@ def _wire_part(body: str, subtype: str) -> str | None:
     that holds the fixed boundary or a lone surrogate (the ``email`` package handles those)."""
     if _BOUNDARY in body:
         return None
-    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
+    if _fits_7bit(body):  # as _text_part decides
         return _PART_7BIT.format(subtype) + _crlf(body)
     try:
         octets = body.encode("utf-8").decode("latin-1")  # what Charset.body_encode hands the encoder

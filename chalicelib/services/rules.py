@@ -254,15 +254,24 @@ class Facts:
 def evaluate(rule: Any, facts: Facts) -> bool:
     """Does the rule hold for these facts? Each rule is turned into a function once (every
     segment's rule is asked about on every event) and kept while the rule is."""
-    seen = _compiled_seen.get(id(rule))
-    if seen is None or seen[0] is not rule:
-        if len(_compiled_seen) >= 4096:
-            _compiled_seen.clear()
-        seen = _compiled_seen[id(rule)] = (rule, _compile(rule))
-    return seen[1](facts)
+    return _per_rule(_compiled_seen, rule, _compile)(facts)  # type: ignore[no-any-return]
 
 
-_compiled_seen: dict[int, tuple[Any, Callable[[Facts], bool]]] = {}  # by id: the rule is held
+_compiled_seen: dict[int, tuple[Any, Any]] = {}
+_needs_seen: dict[int, tuple[Any, Any]] = {}
+
+
+def _per_rule(seen: dict[int, tuple[Any, Any]], rule: Any, work: Callable[[Any], Any]) -> Any:
+    """``work(rule)``, kept per rule (by id: the rule is held, so its id is not reused); rules
+    are asked about for every segment on every event."""
+    kept = seen.get(id(rule))
+    if kept is not None and kept[0] is rule:
+        return kept[1]
+    answer = work(rule)
+    if len(seen) >= 4096:
+        seen.clear()
+    seen[id(rule)] = (rule, answer)
+    return answer
 
 
 def _compile(rule: Any) -> Callable[[Facts], bool]:
@@ -315,20 +324,9 @@ def _compile(rule: Any) -> Callable[[Facts], bool]:
     raise TypeError(f"not a rule: {rule!r}")
 
 
-_needs_seen: dict[int, tuple[Any, bool]] = {}  # by id: the rule is held, so its id is not reused
-
-
 def needs_events(rule: Any) -> bool:
-    """Whether evaluating the rule needs the profile's events (they cost a query). Asked for
-    every segment on every event, so each rule's answer is kept."""
-    seen = _needs_seen.get(id(rule))
-    if seen is not None and seen[0] is rule:
-        return seen[1]
-    answer = _needs_events(rule)
-    if len(_needs_seen) >= 4096:
-        _needs_seen.clear()
-    _needs_seen[id(rule)] = (rule, answer)
-    return answer
+    """Whether evaluating the rule needs the profile's events (they cost a query); kept per rule."""
+    return bool(_per_rule(_needs_seen, rule, _needs_events))
 
 
 def _needs_events(rule: Any) -> bool:
