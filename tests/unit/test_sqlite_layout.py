@@ -79,3 +79,72 @@ def test_json_columns_without_orjson_as_in_the_lambda_package(monkeypatch):
     monkeypatch.setattr(local, "orjson", None)
     assert local._dumps({"a": [1, "é"], 2: None}) == '{"a":[1,"\\u00e9"],"2":null}'
     assert local._loads('{"a":[1,"\\u00e9"]}') == {"a": [1, "é"]}
+
+
+def test_a_wal_kept_from_starting_over_by_readers_is_restarted_by_the_checkpointer(tmp_path, monkeypatch):
+    """A writer starts the WAL over only when nobody is reading from it; with another
+    connection reading all the time (the API, the sender) that moment hardly comes and the
+    WAL grew without end. The checkpointer asks for a restart past RESTART_FRAMES."""
+    import os
+    import threading
+    import time
+
+    monkeypatch.setattr(local, "CHECKPOINT_SECONDS", 0.02)
+    monkeypatch.setattr(local, "RESTART_FRAMES", 500)
+    path = tmp_path / "omnicast.db"
+    db = local.Database(path)
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM secrets").fetchall()
+            time.sleep(0.002)
+            reader.execute("COMMIT")
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for i in range(600):  # some 130 MB of pages written in all
+            with db.tx() as conn:
+                conn.executemany("INSERT OR REPLACE INTO secrets VALUES (?, ?)",
+                                 [(f"k{j}", str(i % 10) * 2000) for j in range(100)])
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        thread.join()
+        reader.close()
+    assert os.path.getsize(f"{path}-wal") < 40_000_000  # 130 MB when never started over
+    assert db.query("SELECT count(*), min(value) FROM secrets") == [(100, "9" * 2000)]
+    db.close()
+
+
+def test_a_savepoint_journal_is_kept_in_memory_not_in_a_temporary_file(tmp_path):
+    """Each worker message runs in a savepoint of its batch; past 64 KiB SQLite would write
+    that savepoint's journal to a temporary file (made, and deleted, for every batch)."""
+    import os
+
+    import pytest
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to see the process's open files")
+    db = local.Database(tmp_path / "omnicast.db")
+    with db.tx() as conn:
+        conn.executemany("INSERT INTO secrets VALUES (?, ?)", [(f"k{i}", "a" * 2000) for i in range(500)])
+
+    def temporary_files() -> list[str]:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return [n for n in names if "etilqs" in n]
+
+    with db.tx():
+        with db.tx() as conn:  # a savepoint, as a worker's message in its batch
+            conn.execute("UPDATE secrets SET value = ?", ("b" * 2000,))  # some 250 pages journaled
+            assert temporary_files() == []
+    assert db.query("SELECT count(*) FROM secrets WHERE value = ?", ("b" * 2000,)) == [(500,)]
+    db.close()
