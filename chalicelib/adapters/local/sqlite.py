@@ -134,6 +134,7 @@ class Database:
             # and deleted a temporary file, its fresh pages zeroed by the kernel (a seventh
             # of the workers' time in the simulated shop)
             self.conn.execute("PRAGMA temp_store=MEMORY")
+            self.conn.execute("PRAGMA cache_size=-65536")
         self.script(schema)
 
     def _retrying(self, action: Callable[[], Any]) -> Any:
