@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,11 @@ def test_serve_runs_api_workers_and_scheduler_over_real_http(tmp_path, smtp_serv
         assert "Omnicast serving on" in banner, proc.stderr.read() if proc.poll() is not None else banner
         status, _ = _get(f"http://127.0.0.1:{port}/health")
         assert status == 200
+        # the welcome e-mail goes now, not after the quiet hours: the customer's clock reads noon
+        offset = 12 - datetime.now(UTC).hour
+        zone = "Etc/GMT" + (f"{-offset:+d}" if offset else "")  # Etc/GMT-5 is five hours ahead of UTC
         body = json.dumps({"userId": "cli-1", "messageId": "cli-m1",
-                           "traits": {"email": "cli@example.com", "first_name": "Cleo"}}).encode()
+                           "traits": {"email": "cli@example.com", "first_name": "Cleo", "timezone": zone}}).encode()
         auth = base64.b64encode(f"{key}:".encode()).decode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/identify", data=body, method="POST",
                                      headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"})
