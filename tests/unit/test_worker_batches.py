@@ -72,3 +72,24 @@ def test_a_failing_message_rolls_back_alone_and_the_rest_is_applied_once(rt, mon
     monkeypatch.setattr(rt.stores.queue, "time", lambda: time.time() + 120)  # past its visibility timeout
     assert rt.work("ingest", 100) == 1
     assert orders(rt, "u2") == 1 and rt.stores.queue.depth("ingest") == 0
+
+
+def test_a_message_that_fails_once_goes_through_when_its_batch_runs_again(rt, monkeypatch, caplog):
+    for user in ("u1", "u2"):
+        customer(rt, user)
+    for user in ("u1", "u2"):
+        _queue(rt, "track", userId=user, messageId=f"t-{user}", event="Order Completed",
+               properties={"order_id": f"o-{user}", "total": 30})
+    real = rt.processor.handle
+    failures = ["t-u2"]
+
+    def handle(body):
+        if body["event"]["messageId"] in failures:
+            failures.remove(body["event"]["messageId"])
+            raise OSError("a moment's trouble")
+        return real(body)
+
+    monkeypatch.setattr(rt.processor, "handle", handle)
+    assert rt.work("ingest", 100) == 2
+    assert orders(rt, "u1") == orders(rt, "u2") == 1
+    assert rt.stores.queue.depth("ingest") == 0 and "failed" not in caplog.text
