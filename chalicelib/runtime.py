@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, cast
 
+from chalicelib.batches import Unit, run_in_one_commit
 from chalicelib.clock import Clock, HeldClock, SystemClock
 from chalicelib.config import Settings, load_settings
 from chalicelib.plugin_api import Channel, ChannelContext
@@ -62,10 +63,6 @@ def build_stores(settings: Settings) -> Stores:
 
 
 @dataclass
-class _RunCarefully(Exception):
-    """A message of a batch run without savepoints failed: the batch runs again with them."""
-
-
 class DrainReport:
     ingested: int = 0
     sends: int = 0
@@ -390,44 +387,36 @@ class Runtime:
         # API never waits for the workers) is acknowledged once the batch has committed: a
         # crash between the two redelivers messages already applied, which change nothing
         apart = getattr(self.stores.queue, "own_database", lambda name: False)(queue)
-        # a message that fails rolls back alone (a savepoint each). Savepoints cost a sixth of
-        # the workers' time (each page a message changes is copied first) and a failure is
-        # rare: the batch runs without them; if a message fails, the whole batch rolls back
-        # and runs again, message by message
-        careful = tx is nullcontext
-        while True:
-            handled: list[str] = []
-            later: dict[str, Profile] = {}
+        # a message that fails rolls back alone, the rest commit once (run_in_one_commit)
+        handled: list[str] = []
+        later: dict[str, Profile] = {}
+
+        def units() -> Iterator[Unit]:
+            handled.clear()
+            later.clear()
             self._batch.profiles = later if tx is not nullcontext else None
-            try:
-                with tx():
-                    for msg in messages:
-                        try:
-                            with tx() if careful else nullcontext():
-                                self.handle_message(queue, msg.body)
-                                if not apart:
-                                    self.stores.queue.ack(queue, msg.receipt)
-                        except Exception as exc:
-                            if not careful:
-                                raise _RunCarefully from exc
-                            log.exception("processing a %s message failed (receive #%d)", queue, msg.receive_count)
-                            continue
-                        handled.append(msg.receipt)
-                    self._batch.profiles = None
-                    for profile_id, profile in later.items():  # in the batch's commit
-                        try:
-                            with tx() if careful else nullcontext():
-                                self.segments.update(profile_id, profile)
-                        except Exception as exc:  # the membership stays as it was until the next event or sweep
-                            if not careful:
-                                raise _RunCarefully from exc
-                            log.exception("re-evaluating a profile's segments after a batch failed")
-            except _RunCarefully:
-                careful = True
-                continue
-            finally:
-                self._batch.profiles = None
-            break
+            for msg in messages:
+                yield partial(process, msg), partial(failed, msg)
+            self._batch.profiles = None
+            for profile_id, profile in list(later.items()):  # in the batch's commit
+                yield partial(self.segments.update, profile_id, profile), segments_failed
+
+        def process(msg: QueueMessage) -> None:
+            self.handle_message(queue, msg.body)
+            if not apart:
+                self.stores.queue.ack(queue, msg.receipt)
+            handled.append(msg.receipt)
+
+        def failed(msg: QueueMessage, exc: Exception) -> None:
+            log.error("processing a %s message failed (receive #%d)", queue, msg.receive_count, exc_info=exc)
+
+        def segments_failed(exc: Exception) -> None:  # the membership stays as it was until the next event or sweep
+            log.error("re-evaluating a profile's segments after a batch failed", exc_info=exc)
+
+        try:
+            run_in_one_commit(tx, units)
+        finally:
+            self._batch.profiles = None
         done = len(handled)
         if apart and handled:
             self.stores.queue.ack_batch(queue, handled)  # type: ignore[attr-defined]

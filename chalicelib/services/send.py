@@ -23,16 +23,18 @@ import hashlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from liquid.exceptions import LiquidError
 
 from chalicelib.addresses import ADDRESS_TRAIT, address_text
+from chalicelib.batches import Unit, run_in_one_commit
 from chalicelib.clock import Clock
 from chalicelib.config import Settings
 from chalicelib.plugin_api import Channel, OutboundMessage, SendResult
@@ -507,25 +509,33 @@ class SendService:
                  wave: list[int], out: list[str | Exception]) -> tuple[list[_Delivery], dict[int, int]]:
         """Run a wave's policy and render: the deliveries it holds for the channels, and for
         each its task's position."""
+        # the wave's bookkeeping commits once (where the stores have transactions); a send that
+        # fails leaves nothing behind and is tried again whole (run_in_one_commit)
         held: list[_Delivery] = []
         index: dict[int, int] = {}  # position in held -> task
+        started = [0]  # where the send being prepared began in held
+
+        def units() -> Iterator[Unit]:
+            held.clear()
+            index.clear()
+            for i in wave:
+                yield partial(prepare, i), partial(failed, i)
+
+        def prepare(i: int) -> None:
+            started[0] = before = len(held)
+            item, _, run = entries[i]
+            out[i] = run(item)
+            if len(held) > before:
+                index[before] = i
+
+        def failed(i: int, exc: Exception) -> None:  # handed back: this task stays on the queue
+            out[i] = exc
+            del held[started[0]:]  # what it held, rolled back with its savepoint
+
         # per thread: the send worker and the timer thread may each be delivering a batch
         self._local.held = held
         try:
-            # the wave's bookkeeping commits once (where the stores have transactions), each
-            # send a savepoint: one that fails leaves nothing behind and is tried again whole
-            with self.transaction():
-                for i in wave:
-                    before = len(held)
-                    try:
-                        item, _, run = entries[i]
-                        with self.transaction():
-                            out[i] = run(item)
-                    except Exception as exc:  # noqa: BLE001 - handed back: this task stays on the queue
-                        out[i] = exc
-                        del held[before:]
-                    if len(held) > before:
-                        index[before] = i
+            run_in_one_commit(self.transaction, units)
         finally:
             self._local.held = None
         return held, index
@@ -563,11 +573,15 @@ class SendService:
     def _record(self, held: list[_Delivery], index: dict[int, int],
                 answers: list[tuple[list[int], list[SendResult]]], out: list[str | Exception], at: datetime) -> None:
         """What the channels answered, in the ledger as of ``at`` (when the wave was prepared)."""
-        with self.transaction():
+        def units() -> Iterator[Unit]:
             for positions, results in answers:
                 for n, result in zip(positions, results, strict=True):
-                    try:
-                        with self.transaction():
-                            out[index[n]] = self._finish(held[n], result, at)
-                    except Exception as exc:  # noqa: BLE001 - as above
-                        out[index[n]] = exc
+                    yield partial(finish, n, result), partial(failed, n)
+
+        def finish(n: int, result: SendResult) -> None:
+            out[index[n]] = self._finish(held[n], result, at)
+
+        def failed(n: int, exc: Exception) -> None:  # as above
+            out[index[n]] = exc
+
+        run_in_one_commit(self.transaction, units)

@@ -93,3 +93,39 @@ def test_a_message_that_fails_once_goes_through_when_its_batch_runs_again(rt, mo
     assert rt.work("ingest", 100) == 2
     assert orders(rt, "u1") == orders(rt, "u2") == 1
     assert rt.stores.queue.depth("ingest") == 0 and "failed" not in caplog.text
+
+
+def test_a_wave_of_sends_takes_savepoints_only_when_a_send_fails(rec_runtime, outbox):
+    from datetime import UTC, datetime
+
+    rt = rec_runtime(send_policy={"holdout_percent": 0},
+                     journeys={"disabled": ["welcome", "browse_abandonment", "price_drop"]})
+    for user in ("u1", "u2", "u3", "u4"):
+        customer(rt, user, timezone="UTC")
+    rt.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+
+    def task(user, step="only"):
+        return {"profile_id": rt.stores.profiles.resolve("user_id", user), "journey": "promo", "version": "1",
+                "step": step, "entity": "-", "channel": "email", "fallback_channel": None, "template": "welcome",
+                "purpose": "transactional", "priority": 5, "context": {}}
+
+    seen = statements(rt)
+    assert rt.sender.handle_many([task("u1"), task("u2")]) == ["sent", "sent"]
+    assert not [s for s in seen if s.startswith("SAVEPOINT")]
+
+    render = rt.sender.renderer.render
+
+    def broken(template, context):
+        if context["profile"].get("email") == "u3@example.com":
+            raise RuntimeError("renderer broke")
+        return render(template, context)
+
+    rt.sender.renderer.render = broken
+    seen.clear()
+    first = rt.sender.handle_many([task("u3"), task("u4")])
+    assert isinstance(first[0], RuntimeError) and first[1] == "sent"
+    assert len([s for s in seen if s.startswith("SAVEPOINT")]) == 2  # the wave ran again, a savepoint each
+    sent = sorted(m.to for m in outbox.to("email"))
+    assert sent == ["u1@example.com", "u2@example.com", "u4@example.com"]  # u4's once
+    u3 = rt.stores.profiles.resolve("user_id", "u3")
+    assert not [e for e in rt.stores.ledger.all() if e.profile_id == u3 and e.journey == "promo"]
