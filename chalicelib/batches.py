@@ -10,9 +10,12 @@ and runs again with a savepoint per unit, and only the failing ones roll back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
+
+log = logging.getLogger("omnicast.batches")
 
 # a unit: what it does, and what to do when it raises (in the careful run)
 Unit = tuple[Callable[[], Any], Callable[[Exception], None]]
@@ -41,5 +44,7 @@ def run_in_one_commit(transaction: Callable[[], AbstractContextManager[Any]] | N
                             raise _RunCarefully from exc
                         failed(exc)
             return
-        except _RunCarefully:
+        except _RunCarefully as again:
+            # the type only: an exception's text may carry a customer's data
+            log.info("a batch runs again, a savepoint per unit (a unit raised %s)", type(again.__cause__).__name__)
             careful = True

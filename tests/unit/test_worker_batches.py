@@ -75,6 +75,7 @@ def test_a_failing_message_rolls_back_alone_and_the_rest_is_applied_once(rt, mon
 
 
 def test_a_message_that_fails_once_goes_through_when_its_batch_runs_again(rt, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="omnicast.batches")
     for user in ("u1", "u2"):
         customer(rt, user)
     for user in ("u1", "u2"):
@@ -93,6 +94,7 @@ def test_a_message_that_fails_once_goes_through_when_its_batch_runs_again(rt, mo
     assert rt.work("ingest", 100) == 2
     assert orders(rt, "u1") == orders(rt, "u2") == 1
     assert rt.stores.queue.depth("ingest") == 0 and "failed" not in caplog.text
+    assert "a batch runs again, a savepoint per unit (a unit raised OSError)" in caplog.text
 
 
 def test_a_wave_of_sends_takes_savepoints_only_when_a_send_fails(rec_runtime, outbox):
