@@ -531,10 +531,10 @@ class Runtime:
         Every decision about the wave is taken here; the channels read this time meanwhile."""
         report = DrainReport()
         for _ in range(max_rounds):
-            # ingest takes 100 at a time here (one transaction; SQS's limit of 10 is the cloud's):
+            # ingest takes 500 at a time here (one transaction; SQS's limit of 10 is the cloud's):
             # fewer commits, and a page touched by several events of the batch is written once
             a = 0
-            while n := self.work(INGEST_QUEUE, 100, up_to=ingest_up_to):
+            while n := self.work(INGEST_QUEUE, 500, up_to=ingest_up_to):
                 a += n
             # then the journeys' timers, and the sends they and the events queued delivered with
             # the due deferred ones: one wave of deliveries for the hour, spread over the channel's
