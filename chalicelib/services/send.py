@@ -513,7 +513,7 @@ class SendService:
         # fails leaves nothing behind and is tried again whole (run_in_one_commit)
         held: list[_Delivery] = []
         index: dict[int, int] = {}  # position in held -> task
-        started = [0]  # where the send being prepared began in held
+        started = 0  # where the send being prepared began in held
 
         def units() -> Iterator[Unit]:
             held.clear()
@@ -522,7 +522,8 @@ class SendService:
                 yield partial(prepare, i), partial(failed, i)
 
         def prepare(i: int) -> None:
-            started[0] = before = len(held)
+            nonlocal started
+            started = before = len(held)
             item, _, run = entries[i]
             out[i] = run(item)
             if len(held) > before:
@@ -530,7 +531,7 @@ class SendService:
 
         def failed(i: int, exc: Exception) -> None:  # handed back: this task stays on the queue
             out[i] = exc
-            del held[started[0]:]  # what it held, rolled back with its savepoint
+            del held[started:]  # what it held, rolled back with its savepoint
 
         # per thread: the send worker and the timer thread may each be delivering a batch
         self._local.held = held

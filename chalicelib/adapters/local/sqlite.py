@@ -228,17 +228,14 @@ class _Checkpointer:
 
     @staticmethod
     def _run(path: str, done: threading.Event) -> None:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0)
+        # the busy timeout is the restart's wait: a PASSIVE checkpoint never waits
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=RESTART_WAIT_MS / 1000)
         try:
             while not done.wait(CHECKPOINT_SECONDS):
                 try:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames >= RESTART_FRAMES:
-                        conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-                        try:
-                            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-                        finally:
-                            conn.execute("PRAGMA busy_timeout=0")
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                 except sqlite3.Error:  # busy, or the file is gone: the next round tries again
                     continue
         finally:
