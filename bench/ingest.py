@@ -16,12 +16,13 @@ import base64
 import copy
 import json
 import os
-import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from chalicelib.adapters.local.sqlite import sqlite3  # the same SQLite as the stores (one copy per process)
 
 N = int(os.environ.get("BENCH_INGEST_EVENTS", "3000"))
 SECRET = "bench-shopify-secret"

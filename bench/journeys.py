@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from chalicelib.adapters.local.sqlite import sqlite3  # the same SQLite as the stores (one copy per process)
 
 PROFILES = int(os.environ.get("BENCH_PROFILES", "1000000"))
 WALKERS = int(os.environ.get("BENCH_JOURNEY_CUSTOMERS", "5000"))

@@ -3,11 +3,14 @@ b-tree); a database made with the earlier WITHOUT ROWID layout keeps working as 
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 
 from chalicelib.adapters.local import sqlite as local
-from chalicelib.adapters.local.sqlite import Database, SqliteEventStore
+from chalicelib.adapters.local.sqlite import (
+    Database,
+    SqliteEventStore,
+    sqlite3,  # the same SQLite as the stores (one copy per process)
+)
 from chalicelib.ports import StoredEvent
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -148,3 +151,43 @@ def test_a_savepoint_journal_is_kept_in_memory_not_in_a_temporary_file(tmp_path)
             assert temporary_files() == []
     assert db.query("SELECT count(*) FROM secrets WHERE value = ?", ("b" * 2000,)) == [(500,)]
     db.close()
+
+
+def test_the_sqlite_under_the_stores_has_the_wal_reset_fix():
+    """The system's SQLite (3.40 on Debian 12 and in pyenv's build) has the WAL-reset bug: a
+    checkpoint right after another, while a third connection's commit starts the WAL over,
+    could corrupt the database. The simulated shop's run hit it ("database disk image is
+    malformed") with the checkpointer, the API, the sender and the workers on one file."""
+    assert sqlite3.__name__ == "pysqlite3.dbapi2", "the stores must use pysqlite3's own SQLite (make setup installs it)"
+    assert local.wal_reset_fixed(sqlite3.sqlite_version_info), sqlite3.sqlite_version
+    db = Database(":memory:")
+    assert db.query("SELECT sqlite_version()") == [(sqlite3.sqlite_version,)]
+
+
+def test_which_sqlite_versions_have_the_wal_reset_fix():
+    fixed = [(3, 51, 3), (3, 52, 0), (3, 53, 4), (4, 0, 0), (3, 50, 7), (3, 44, 6)]
+    broken = [(3, 40, 1), (3, 51, 2), (3, 50, 6), (3, 44, 5), (3, 45, 0), (3, 7, 0)]
+    assert all(local.wal_reset_fixed(v) for v in fixed)
+    assert not any(local.wal_reset_fixed(v) for v in broken)
+
+
+def test_with_a_sqlite_that_has_the_bug_no_checkpoints_run_back_to_back(tmp_path, monkeypatch, caplog):
+    """Where only a SQLite with the bug can be had (the Lambda package's test of the local
+    adapter), no checkpointer of ours runs beside the writers: each commit checkpoints as
+    SQLite does by default, and a warning says what to install."""
+    monkeypatch.setattr(local, "wal_reset_fixed", lambda version: False)
+    local._warn_wal_reset_bug.cache_clear()
+    db = Database(tmp_path / "old-sqlite.db")
+    try:
+        assert db._checkpointer is None
+        assert db.query("PRAGMA wal_autocheckpoint") == [(1000,)]
+        assert "WAL-reset bug" in caplog.text and "pysqlite3" in caplog.text
+    finally:
+        db.close()
+        local._warn_wal_reset_bug.cache_clear()
+        monkeypatch.undo()
+    fixed = Database(tmp_path / "new-sqlite.db")
+    try:
+        assert fixed._checkpointer is not None and fixed.query("PRAGMA wal_autocheckpoint") == [(0,)]
+    finally:
+        fixed.close()

@@ -4,13 +4,13 @@ one that waits longer than the limit fails with SQLite's own message."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from contextlib import contextmanager
 
 import pytest
 
 from chalicelib.adapters.local import sqlite as local
+from chalicelib.adapters.local.sqlite import sqlite3  # the same SQLite as the stores (one copy per process)
 
 
 @contextmanager

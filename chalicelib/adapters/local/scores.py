@@ -8,12 +8,11 @@ Python, so reading a million customers' orders is a handful of table scans.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from chalicelib.adapters.local.sqlite import Database
+from chalicelib.adapters.local.sqlite import Database, sqlite3
 from chalicelib.clock import iso
 from chalicelib.ports import JSON, Activity
 

@@ -8,9 +8,10 @@ whether they won through ``rowcount``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
-import sqlite3
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +21,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+try:
+    # the sqlite3 module built on a recent SQLite of its own (3.53): the Debian and pyenv builds
+    # link the system's 3.40, which has the WAL-reset bug (fixed in 3.51.3, backported to
+    # 3.50.7 and 3.44.6): two connections checkpointing and writing at once could corrupt
+    # the database, and ours do (the checkpointer, the API, the sender, the workers)
+    from pysqlite3 import dbapi2 as sqlite3
+except ImportError:  # the Lambda package (the local adapter serves its test there, one process)
+    import sqlite3  # type: ignore[no-redef]
 
 try:
     import orjson
@@ -98,6 +108,22 @@ RESTART_WAIT_MS = 100  # how long that restart waits for a writer or reader to f
 WAL_LIMIT_BYTES = 64 * 1024 * 1024  # a started-over WAL file is cut back to this size
 
 
+log = logging.getLogger("omnicast.sqlite")
+
+
+def wal_reset_fixed(version: tuple[int, int, int]) -> bool:
+    """Has this SQLite the fix of the WAL-reset bug (https://sqlite.org/wal.html#walresetbug)?
+    A race between two connections' checkpoints and a commit that starts the WAL over, in
+    3.7.0 to 3.51.2; fixed in 3.51.3 and in the 3.50.7 and 3.44.6 patch releases."""
+    return version >= (3, 51, 3) or (3, 50, 7) <= version < (3, 51, 0) or (3, 44, 6) <= version < (3, 45, 0)
+
+
+@functools.cache
+def _warn_wal_reset_bug() -> None:
+    log.warning("SQLite %s has the WAL-reset bug (fixed in 3.51.3): install pysqlite3 (make setup does); "
+                "meanwhile each writer checkpoints its own commits, SQLite's default", sqlite3.sqlite_version)
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -123,11 +149,14 @@ class Database:
         with self.lock:
             if self.path != ":memory:":
                 self._retrying(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
-                # a commit that fills the WAL past 1,000 pages would copy it into the database
-                # itself, syncing twice (some 10 ms here, one commit in 35 of the simulator's);
-                # a thread of our own does it with its own connection, off the writer's path
-                self.conn.execute("PRAGMA wal_autocheckpoint=0")
-                self._checkpointer = _Checkpointer(self.path)
+                if wal_reset_fixed(sqlite3.sqlite_version_info):
+                    # a commit that fills the WAL past 1,000 pages would copy it into the database
+                    # itself, syncing twice (some 10 ms here, one commit in 35 of the simulator's);
+                    # a thread of our own does it with its own connection, off the writer's path
+                    self.conn.execute("PRAGMA wal_autocheckpoint=0")
+                    self._checkpointer = _Checkpointer(self.path)
+                else:  # checkpoints back to back beside writers are the bug's recipe: SQLite's default
+                    _warn_wal_reset_bug()
                 self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             # savepoint journals and temporary b-trees in memory: on disk, a batch with
