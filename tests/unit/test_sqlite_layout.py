@@ -171,17 +171,20 @@ def test_which_sqlite_versions_have_the_wal_reset_fix():
     assert not any(local.wal_reset_fixed(v) for v in broken)
 
 
-def test_with_a_sqlite_that_has_the_bug_no_checkpoints_run_back_to_back(tmp_path, monkeypatch, caplog):
+def test_with_a_sqlite_that_has_the_bug_no_checkpoints_run_back_to_back(tmp_path, monkeypatch):
     """Where only a SQLite with the bug can be had (the Lambda package's test of the local
     adapter), no checkpointer of ours runs beside the writers: each commit checkpoints as
     SQLite does by default, and a warning says what to install."""
     monkeypatch.setattr(local, "wal_reset_fixed", lambda version: False)
+    warnings = []
+    monkeypatch.setattr(local.log, "warning", lambda msg, *args: warnings.append(msg % args))
     local._warn_wal_reset_bug.cache_clear()
     db = Database(tmp_path / "old-sqlite.db")
     try:
         assert db._checkpointer is None
         assert db.query("PRAGMA wal_autocheckpoint") == [(1000,)]
-        assert "WAL-reset bug" in caplog.text and "pysqlite3" in caplog.text
+        [warning] = warnings
+        assert "WAL-reset bug" in warning and "pysqlite3" in warning
     finally:
         db.close()
         local._warn_wal_reset_bug.cache_clear()
