@@ -50,6 +50,20 @@ def _rule(value: Any) -> Any:
         raise ValueError(exc.message) from exc  # pydantic adds where in the journey it is
 
 
+# events of the catalog, not of a customer: a journey waits for them (wait_for) or they start it
+# for an audience (a trigger's ``audience``)
+CATALOG_EVENTS = ("Product Back In Stock", "Product Price Dropped", "Product Published")
+
+
+class Audience(Strict):
+    """Who a catalog event starts a journey for: the customers whose own event ``did`` named
+    the same entity (this product) in the last ``within_days`` days."""
+
+    did: str = Field(min_length=1)  # "Product Viewed"
+    within_days: float = Field(gt=0, le=366)
+    entity: str | None = None  # where the customer's event names it (the trigger's entity path by default)
+
+
 class Trigger(Strict):
     event: str | None = None  # "identify" or a track event name
     segment_entered: str | None = None
@@ -62,6 +76,7 @@ class Trigger(Strict):
     at_local: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$")
     entity: str | None = None  # a property path naming the entity: "properties.cart_id"
     condition: Any = None
+    audience: Audience | None = None  # a catalog event's: who it goes to
 
     _check = field_validator("condition", mode="before")(classmethod(lambda cls, v: _rule(v)))
 
@@ -74,6 +89,11 @@ class Trigger(Strict):
             raise ValueError("at schedules a broadcast: use it with broadcast: true")
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError("at needs a time zone (2026-12-24T08:00:00Z)")
+        if self.audience is not None:
+            if self.event not in CATALOG_EVENTS:
+                raise ValueError(f"an audience goes with a catalog event ({', '.join(CATALOG_EVENTS)})")
+            if not self.entity:
+                raise ValueError("an audience needs the trigger's entity (properties.product_id)")
         return self
 
 

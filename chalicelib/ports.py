@@ -59,8 +59,9 @@ class EventStore(Protocol):
         """Record that the event was applied to ``profile_id``."""
         ...
 
-    def for_profile(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
-        """The profile's processed events, oldest first by ``timestamp``, at most ``limit``."""
+    def for_profile(self, profile_id: str, limit: int = 100, *, since: datetime | None = None) -> list[StoredEvent]:
+        """The profile's processed events, oldest first by ``timestamp``, at most ``limit``;
+        with ``since``, only those at or after it."""
         ...
 
     def by_source(self, source: str, after: str | None = None, limit: int = 500, *,

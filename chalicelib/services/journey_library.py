@@ -71,14 +71,16 @@ steps:
 """,
     "price_drop": """
 name: price_drop
-description: A product the customer viewed in the last 14 days got cheaper.
-trigger: {event: Product Viewed, entity: properties.product_id}
+version: "2"
+description: A product the customer viewed in the last 14 days got cheaper (and they have ordered nothing since).
+  The price drop starts it for the product's recent viewers (version 1 started a run, a wait and a timer per
+  product viewed; most ended unused).
+trigger: {event: Product Price Dropped, entity: properties.product_id,
+          audience: {did: Product Viewed, within_days: 14}}
 reentry: 14
 exit_on:
   - {event: Order Completed}
 steps:
-  - {id: dropped, type: wait_for, event: Product Price Dropped, entity: properties.product_id,
-     timeout_hours: 336, on_event: next, on_timeout: exit}
   - {id: price_drop_notice, type: send, channel: email, template: price_drop, priority: 6}
 """,
     "win_back": """

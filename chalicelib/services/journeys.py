@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.clock import Clock, iso, parse_iso
 from chalicelib.journey_model import (
+    CATALOG_EVENTS,
     BranchStep,
     ExitStep,
     Journey,
@@ -64,9 +65,6 @@ def matches_entity(payload: dict[str, Any], path: str | None, entity: str) -> bo
     if isinstance(value, list):
         return entity in (str(v) for v in value)
     return value is not None and str(value) == entity
-
-
-CATALOG_EVENTS = ("Product Back In Stock", "Product Price Dropped", "Product Published")
 
 
 def split_variant(profile_id: str, journey: str, step: str, weights: dict[str, float]) -> str:
@@ -189,6 +187,9 @@ class JourneyEngine:
         entered = []
         for journey in self.registry.active():
             if journey.trigger.event != name:
+                audience = journey.trigger.audience
+                if audience is not None and audience.did == name:
+                    self._join_audience(journey, event, profile)
                 continue
             if journey.trigger.condition is not None and not evaluate(
                 journey.trigger.condition, self.facts(profile, journey.trigger.condition)
@@ -258,11 +259,79 @@ class JourneyEngine:
             }
             self._goto(journey, state, journey.index(step.id), step.on_event)
 
+    # ------------------------------------------------------------------ audiences
+    @staticmethod
+    def _audience_key(journey: str, entity: str) -> str:
+        return f"audience|{journey}|{entity}"
+
+    def _join_audience(self, journey: Journey, event: StoredEvent, profile: Profile) -> None:
+        """The customer did what a catalog-triggered journey's audience did (viewed this
+        product): one row per (journey, entity, customer), its time the latest such event. The
+        journey starts only if the catalog event comes (the price drops) within the window: no
+        run, wait or timer per view."""
+        audience = journey.trigger.audience
+        assert audience is not None
+        value = lookup(event.payload, audience.entity or journey.trigger.entity)
+        for entity in value if isinstance(value, list) else [value]:
+            if entity in (None, ""):
+                continue
+            self.store.put(
+                JourneyState(
+                    profile_id=self._audience_key(journey.name, str(entity)),
+                    journey=profile.profile_id,
+                    entity="-",
+                    version=journey.version,
+                    step="-",
+                    status="active",
+                    entered_at=self.clock.now(),
+                )
+            )
+
+    def _exited_since(self, journey: Journey, profile_id: str, entity: str, since: datetime) -> str | None:
+        """An ``exit_on`` event of the customer's since ``since`` (bought after viewing): its name."""
+        if self.events is None or not journey.exit_on:
+            return None
+        for event in self.events.for_profile(profile_id, limit=1000, since=since):
+            name = "identify" if event.type == "identify" else (event.event or event.type)
+            for rule in journey.exit_on:
+                if rule.event == name and matches_entity(event.payload, rule.entity, entity):
+                    return name
+        return None
+
+    def _start_for_audience(self, journey: Journey, event: StoredEvent) -> int:
+        """A catalog event starts ``journey`` for its audience: each customer who did the
+        audience's event on this entity within the window, has not done an ``exit_on`` event
+        since, and meets the condition. Entering is conditional, so a repeated catalog
+        event starts nothing twice."""
+        audience = journey.trigger.audience
+        assert audience is not None
+        value = lookup(event.payload, journey.trigger.entity)
+        since = self.clock.now() - timedelta(days=audience.within_days)
+        started = 0
+        for entity in {str(v) for v in (value if isinstance(value, list) else [value]) if v not in (None, "")}:
+            for member in self.store.for_profile(self._audience_key(journey.name, entity)):
+                if member.entered_at < since:
+                    continue
+                profile = self._profile(member.journey)
+                if profile is None or self._exited_since(journey, profile.profile_id, entity, member.entered_at):
+                    continue
+                condition = journey.trigger.condition
+                if condition is not None and not evaluate(condition, self.facts(profile, condition)):
+                    continue
+                data = {"trigger_message_id": event.message_id, "trigger_source": event.source,
+                        "audience": f"{audience.did} at {iso(member.entered_at)}"}
+                started += self.enter(journey, profile, entity, data)
+        return started
+
     def on_catalog_event(self, event: StoredEvent) -> int:
-        """Fan a catalog event out to the customers waiting for it. Returns how many continued."""
+        """Fan a catalog event out to the customers waiting for it and to the audiences of the
+        journeys it starts. Returns how many runs continued or started."""
+        woken = 0
+        for journey in self.registry.active():
+            if journey.trigger.event == event.event and journey.trigger.audience is not None:
+                woken += self._start_for_audience(journey, event)
         props = event.payload.get("properties") or {}
         keys = {str(props.get("product_id"))} | {str(c) for c in props.get("categories") or []}
-        woken = 0
         for key in keys:
             for watcher in self.store.for_profile(f"watch|{event.event}|{key}"):
                 if watcher.status != "active":
@@ -273,10 +342,10 @@ class JourneyEngine:
                 self.store.put(watcher)
                 if state is None or state.status != "waiting_event" or not state.data.get("wait_for"):
                     continue
-                journey = self.registry.get(state.journey, state.version)
-                if journey is not None and state.data["wait_for"]["event"] == event.event:
+                waiting = self.registry.get(state.journey, state.version)
+                if waiting is not None and state.data["wait_for"]["event"] == event.event:
                     before = state.status
-                    self._event_arrived(journey, state, event)
+                    self._event_arrived(waiting, state, event)
                     woken += state.status != before
         return woken
 

@@ -54,6 +54,9 @@ def test_processed_events_are_listed_per_profile_in_time_order(stores):
     assert [e.message_id for e in stores.events.for_profile("p1")] == ["e1", "e2", "e0"]
     assert all(e.processed and e.profile_id == "p1" for e in stores.events.for_profile("p1"))
     assert len(stores.events.for_profile("p1", limit=2)) == 2
+    # since: at or after a time (a customer's events after a view: did they buy since?)
+    assert [e.message_id for e in stores.events.for_profile("p1", since=T0 + timedelta(minutes=20))] == ["e2", "e0"]
+    assert stores.events.for_profile("p1", since=T0 + timedelta(minutes=31)) == []
 
 
 def test_profiles_save_with_optimistic_concurrency(stores):

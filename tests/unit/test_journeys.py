@@ -147,6 +147,63 @@ def test_back_in_stock_fans_out_to_the_customers_who_asked(rt, outbox):
     assert "https://shop.example/p1?utm_source=omnicast" in rt.tracking.untracked(notices[0].text)
 
 
+def test_a_price_drop_goes_to_who_viewed_the_product_in_the_last_14_days(rec_runtime, outbox):
+    """price_drop starts at the drop, for the product's recent viewers: a view writes one
+    audience row (no run, no wait, no timer); a viewer who has ordered since, one whose view
+    is older than 14 days and one who viewed another product get nothing; a second drop
+    within the re-entry window sends nothing again."""
+    rt = rec_runtime(journeys={"disabled": ["welcome", "browse_abandonment"]})
+    for pid, price in (("p1", 40), ("p2", 30)):
+        rt.catalog.apply("shop", CatalogItem(product_id=pid, title=f"Tee {pid}", price=price, stock=5,
+                                             status="active", url=f"https://shop.example/{pid}"), rt.clock.now())
+    for user in ("old", "u1", "u2", "u3", "u4"):
+        customer(rt, user)
+
+    def view(user, product):
+        emit(rt, "track", userId=user, event="Product Viewed", properties={"product_id": product})
+
+    view("old", "p1")
+    later(rt, days=10)
+    view("u1", "p1")
+    view("u1", "p1")  # viewed twice: one audience row, its time the latest view
+    view("u2", "p1")
+    emit(rt, "track", userId="u2", event="Order Completed", properties={"order_id": "o2", "total": 10})
+    view("u3", "p2")
+    later(rt, days=3)
+    view("u4", "p1")
+    later(rt, days=2)  # day 15: old's view is 15 days old
+    profile = rt.stores.profiles.resolve("user_id", "u1")
+    assert [s.journey for s in rt.stores.journeys.for_profile(profile)
+            if s.journey == "price_drop"] == []  # no run per view
+    assert not [t for t in rt.stores.journeys.due(rt.clock.now() + timedelta(days=30)) if "price_drop" in t.timer_id]
+    assert len(rt.stores.journeys.for_profile("audience|price_drop|p1")) == 4  # old, u1, u2, u4
+    rt.catalog.apply("shop", CatalogItem(product_id="p1", price=32), rt.clock.now())
+    rt.drain()
+    drops = [m for m in outbox.to("email") if m.subject.startswith("Price drop")]
+    assert sorted(m.to for m in drops) == ["u1@example.com", "u4@example.com"]
+    text = rt.tracking.untracked(drops[0].text)
+    assert "Tee p1 is now 32" in text and "(was 40" in text and "https://shop.example/p1" in text
+    [run] = [s for s in rt.stores.journeys.for_profile(profile) if s.journey == "price_drop"]
+    assert run.status == "completed" and run.entity == "p1" and run.data["audience"].startswith("Product Viewed at")
+    later(rt, days=1)
+    rt.catalog.apply("shop", CatalogItem(product_id="p1", price=30), rt.clock.now())  # within re-entry: no more
+    rt.catalog.apply("shop", CatalogItem(product_id="p2", price=30), rt.clock.now())  # no drop: no event
+    rt.drain()
+    assert len([m for m in outbox.to("email") if m.subject.startswith("Price drop")]) == 2
+
+
+def test_an_audience_needs_a_catalog_event_and_an_entity():
+    base = "name: j\nsteps: [{id: s, type: send, channel: email, template: t}]\n"
+    with pytest.raises(BadRequest, match="an audience goes with a catalog event"):
+        load_journey(base + "trigger: {event: Order Completed, entity: properties.order_id,"
+                            " audience: {did: Product Viewed, within_days: 14}}")
+    with pytest.raises(BadRequest, match="an audience needs the trigger's entity"):
+        load_journey(base + "trigger: {event: Product Price Dropped, audience: {did: Product Viewed, within_days: 14}}")
+    with pytest.raises(BadRequest, match="within_days"):
+        load_journey(base + "trigger: {event: Product Price Dropped, entity: properties.product_id,"
+                            " audience: {did: Product Viewed, within_days: 0}}")
+
+
 def test_new_arrivals_in_a_followed_category_repeat(rt, outbox):
     customer(rt)
     emit(rt, "track", userId="u1", event="Category Followed", properties={"category": "Shoes"})

@@ -144,12 +144,16 @@ class DynamoEventStore(_Table):
             },
         )
 
-    def for_profile(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+    def for_profile(self, profile_id: str, limit: int = 100, *, since: datetime | None = None) -> list[StoredEvent]:
+        condition, values = "gsi1pk = :g", {":g": _s(f"PEVT#{profile_id}")}
+        if since is not None:  # gsi1sk is "timestamp#message id": a range on it starts at a time
+            condition += " AND gsi1sk >= :t"
+            values[":t"] = _s(iso(since))
         items = self.ddb.query(
             TableName=self.table,
             IndexName="gsi1",
-            KeyConditionExpression="gsi1pk = :g",
-            ExpressionAttributeValues={":g": _s(f"PEVT#{profile_id}")},
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
             Limit=limit,
         )["Items"]
         return [self._event(i) for i in items]

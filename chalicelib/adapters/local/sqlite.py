@@ -343,10 +343,10 @@ class SqliteEventStore:
             (profile_id, source, message_id),
         )
 
-    def for_profile(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+    def for_profile(self, profile_id: str, limit: int = 100, *, since: datetime | None = None) -> list[StoredEvent]:
         rows = self.db.query(
-            "SELECT * FROM events WHERE profile_id=? AND processed=1 ORDER BY timestamp LIMIT ?",
-            (profile_id, limit),
+            "SELECT * FROM events WHERE profile_id=? AND timestamp >= ? AND processed=1 ORDER BY timestamp LIMIT ?",
+            (profile_id, iso(since) if since is not None else "", limit),
         )
         return [self._row(r) for r in rows]
 
