@@ -176,8 +176,8 @@ class JourneyEngine:
         events = []
         if rule is not None and needs_events(rule) and self.events is not None:
             events = self.events.for_profile(profile.profile_id, limit=1000)
-        scores = self.scores(profile.profile_id) if self.scores else {}
-        return Facts(profile, events, scores, self.clock.now())
+        score = self.scores
+        return Facts(profile, events, (lambda: score(profile.profile_id)) if score else None, self.clock.now())
 
     # ------------------------------------------------------------------ events
     def on_event(self, event: StoredEvent, profile: Profile) -> list[str]:
@@ -594,7 +594,9 @@ class JourneyEngine:
         return due if due > now else self._at_local(now + timedelta(days=1), step.until_local, tz)
 
     def _wait(self, journey: Journey, state: JourneyState, step: WaitStep, entering: bool = False) -> None:
-        due = self.wait_until(step, self._profile(state.profile_id), self.clock.now())
+        # the customer's time zone matters only to a wait until a local time (one read less)
+        profile = self._profile(state.profile_id) if step.until_local else None
+        due = self.wait_until(step, profile, self.clock.now())
         state.status = "waiting"
         self._write_wait(state, entering)
         self.store.schedule(

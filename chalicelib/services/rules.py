@@ -194,13 +194,19 @@ class Facts:
         self,
         profile: Profile,
         events: Iterable[StoredEvent] = (),
-        scores: dict[str, float] | None = None,
+        scores: dict[str, float] | Callable[[], dict[str, float]] | None = None,
         now: datetime | None = None,
     ) -> None:
         self.profile = profile
         self.events = list(events)
-        self.scores = scores or {}
+        self._scores = scores  # a callable is read on the first score rule (most rules name none)
         self.now = now or datetime.now().astimezone()
+
+    @property
+    def scores(self) -> dict[str, float]:
+        if callable(self._scores):
+            self._scores = self._scores()
+        return self._scores or {}
 
     def _days_since(self, trait: str) -> float | None:
         value = self.profile.traits.get(trait)

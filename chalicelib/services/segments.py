@@ -182,8 +182,8 @@ class SegmentService:
         of them needs events, once for all of them."""
         events = (self.events.for_profile(profile.profile_id, limit=1000)
                   if any(needs_events(rule) for rule in rules) else [])
-        scores = self.scores(profile.profile_id) if self.scores else {}
-        return Facts(profile, events, scores, now or self.clock.now())
+        score = self.scores  # read on the first score rule
+        return Facts(profile, events, (lambda: score(profile.profile_id)) if score else None, now or self.clock.now())
 
     def members_of(self, profile: Profile) -> set[str]:
         facts = self.facts(profile, *(seg.rule for seg in self.segments.values()))
