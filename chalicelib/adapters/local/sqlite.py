@@ -145,6 +145,10 @@ class Database:
         self.lock = threading.RLock()
         self._savepoints = 0
         self.serial = 0  # write transactions begun on this connection
+        self._rollbacks = 0  # rollbacks, whole or to a savepoint: what was read before may be undone
+        self._owner: int | None = None  # the thread whose write transaction is open
+        self._cache: dict[Any, Any] = {}
+        self._cache_mark = (-1, -1)
         self._checkpointer: _Checkpointer | None = None
         with self.lock:
             if self.path != ":memory:":
@@ -202,6 +206,7 @@ class Database:
                 try:
                     yield self.conn
                 except BaseException:
+                    self._rollbacks += 1
                     self.conn.execute(f"ROLLBACK TO {name}")
                     self.conn.execute(f"RELEASE {name}")
                     raise
@@ -209,12 +214,31 @@ class Database:
                 return
             self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self.serial += 1
+            self._owner = threading.get_ident()
             try:
                 yield self.conn
             except BaseException:
+                self._rollbacks += 1
                 self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._owner = None
             self.conn.execute("COMMIT")
+
+    def tx_cache(self) -> dict[Any, Any] | None:
+        """Rows read or written in the write transaction in progress, for the stores to read
+        again without a query: BEGIN IMMEDIATE holds the write lock, so no other connection
+        changes them until it ends, and a store writing one updates or drops its entry. Emptied
+        when a transaction begins and at every rollback (whole or to a savepoint); None
+        outside a transaction of this thread's (a worker's batch reads one customer's
+        profile, identifiers and journey runs several times: a visit is several events)."""
+        if self._owner != threading.get_ident() or not self.conn.in_transaction:
+            return None
+        mark = (self.serial, self._rollbacks)
+        if mark != self._cache_mark:
+            self._cache.clear()
+            self._cache_mark = mark
+        return self._cache
 
     # inside a transaction of ours a statement is run as it is: SQLite never answers busy then
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -377,20 +401,27 @@ class SqliteEventStore:
 class SqliteProfileStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._saved: dict[str, tuple[int, int]] = {}  # profile id -> (write transaction, version) saved in it
 
     def unchanged(self, profile: Profile) -> bool:
-        """Whether ``profile``, as this store saved it, is still what is stored: saved in the
-        write transaction still open (nobody else writes while it is) and not saved since.
-        A worker that has just saved a profile need not read it back."""
-        return self.db.conn.in_transaction and self._saved.get(profile.profile_id) == (self.db.serial,
-                                                                                       profile.version)
+        """Whether ``profile`` is still what is stored: read or saved in the write transaction
+        still open (nobody else writes while it is), at the version stored now. A worker that
+        has just saved a profile need not read it back."""
+        cache = self.db.tx_cache()
+        row = cache.get(("profile", profile.profile_id)) if cache is not None else None
+        return row is not None and row[5] == profile.version
 
     def get(self, profile_id: str) -> Profile | None:
-        rows = self.db.query("SELECT * FROM profiles WHERE profile_id=?", (profile_id,))
-        if not rows:
+        cache = self.db.tx_cache()
+        key = ("profile", profile_id)
+        if cache is not None and key in cache:
+            r = cache[key]
+        else:
+            rows = self.db.query("SELECT * FROM profiles WHERE profile_id=?", (profile_id,))
+            r = rows[0] if rows else None
+            if cache is not None:
+                cache[key] = r
+        if r is None:
             return None
-        r = rows[0]
         return Profile(
             profile_id=r[0],
             traits=_loads(r[1]),
@@ -418,23 +449,42 @@ class SqliteProfileStore:
                 "WHERE profile_id=? AND version=?",
                 (*values, profile.profile_id, expected_version),
             )
+        cache = self.db.tx_cache()
         if won == 1:
             profile.version = expected_version + 1
-            if self.db.conn.in_transaction:
-                if len(self._saved) >= 10_000:
-                    self._saved.clear()
-                self._saved[profile.profile_id] = (self.db.serial, profile.version)
+            if cache is not None:  # the row as stored now
+                cache[("profile", profile.profile_id)] = (profile.profile_id, *values, profile.version)
             return True
+        if cache is not None:
+            cache.pop(("profile", profile.profile_id), None)
         return False
 
     def resolve(self, kind: str, value: str) -> str | None:
+        cache = self.db.tx_cache()
+        key = ("identity", kind, value)
+        if cache is not None and key in cache:
+            return cache[key]  # type: ignore[no-any-return]
         rows = self.db.query("SELECT profile_id FROM identities WHERE kind=? AND value=?", (kind, value))
-        return rows[0][0] if rows else None
+        found = rows[0][0] if rows else None
+        if cache is not None:
+            cache[key] = found
+        return found
 
     def link(self, kind: str, value: str, profile_id: str) -> bool:
         if self.db.execute("INSERT INTO identities VALUES (?,?,?) ON CONFLICT DO NOTHING", (kind, value, profile_id)):
+            cache = self.db.tx_cache()
+            if cache is not None:
+                cache[("identity", kind, value)] = profile_id
             return True
         return self.resolve(kind, value) == profile_id
+
+    def unlink(self, kind: str, value: str, profile_id: str) -> bool:
+        """Remove the identifier ``kind:value`` if it points at ``profile_id`` (erasure)."""
+        cache = self.db.tx_cache()
+        if cache is not None:
+            cache.pop(("identity", kind, value), None)
+        return bool(self.db.execute("DELETE FROM identities WHERE kind=? AND value=? AND profile_id=?",
+                                    (kind, value, profile_id)))
 
     def count(self) -> int:
         return int(self.db.query("SELECT COUNT(*) FROM profiles")[0][0])
@@ -575,7 +625,14 @@ class SqliteJourneyStore:
             _dumps(s.data),
         )
 
+    def _written(self, state: JourneyState) -> None:
+        """A run of (profile, journey) was written: the latest runs read for them are stale."""
+        cache = self.db.tx_cache()
+        if cache is not None:
+            cache.pop(("runs", state.profile_id, state.journey), None)
+
     def enter(self, state: JourneyState) -> bool:
+        self._written(state)
         return (
             self.db.execute(
                 "INSERT INTO journey_states VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", self._values(state)
@@ -603,6 +660,7 @@ class SqliteJourneyStore:
         return self._row(rows[0]) if rows else None
 
     def put(self, state: JourneyState) -> None:
+        self._written(state)
         # an upsert rewrites the row in place (REPLACE deletes and re-inserts it, index entries too)
         self.db.execute(
             "INSERT INTO journey_states VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (profile_id, journey, entity) "
@@ -635,13 +693,21 @@ class SqliteJourneyStore:
         # entity >= e AND entity < e + '$': the key's range of the primary key, which holds e and
         # every e#n ('#' sorts just before '$'), so only this entity's runs are visited, not
         # every run of the journey (a customer's price-drop runs, one per product viewed)
-        rows = self.db.query(
-            "SELECT * FROM journey_states WHERE profile_id=? AND journey=? AND entity >= ? AND entity < ? "
-            "AND (entity=? OR substr(entity, 1, length(?) + 1) = ? || '#') "
-            "ORDER BY CASE WHEN entity=? THEN 1 ELSE CAST(substr(entity, length(?) + 2) AS INTEGER) END DESC LIMIT 1",
-            (profile_id, journey, entity, entity + "$", entity, entity, entity, entity, entity),
-        )
-        return self._row(rows[0]) if rows else None
+        # a customer's views in one batch ask for the same latest run again (browse abandonment)
+        cache = self.db.tx_cache()
+        runs = cache.setdefault(("runs", profile_id, journey), {}) if cache is not None else {}
+        if entity in runs:
+            row = runs[entity]
+        else:
+            rows = self.db.query(
+                "SELECT * FROM journey_states WHERE profile_id=? AND journey=? AND entity >= ? AND entity < ? "
+                "AND (entity=? OR substr(entity, 1, length(?) + 1) = ? || '#') "
+                "ORDER BY CASE WHEN entity=? THEN 1 ELSE CAST(substr(entity, length(?) + 2) AS INTEGER) END DESC "
+                "LIMIT 1",
+                (profile_id, journey, entity, entity + "$", entity, entity, entity, entity, entity),
+            )
+            row = runs[entity] = rows[0] if rows else None
+        return self._row(row) if row is not None else None
 
     def schedule(self, timer: Timer) -> bool:
         return (
