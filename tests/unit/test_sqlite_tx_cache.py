@@ -24,6 +24,14 @@ def db(tmp_path):
     database.close()
 
 
+@pytest.fixture
+def profiles(db):
+    """The profile store with one customer, p1 (traits {"n": 1}, version 1)."""
+    store = SqliteProfileStore(db)
+    assert store.save(Profile("p1", traits={"n": 1}, created_at=T0), 0)
+    return store
+
+
 def selects(db):
     seen: list[str] = []
     db.conn.set_trace_callback(lambda sql: seen.append(sql) if sql.lstrip().upper().startswith("SELECT") else None)
@@ -35,9 +43,7 @@ def run(profile_id, entity, status="completed"):
                         status=status, entered_at=T0)
 
 
-def test_a_profile_read_twice_in_a_transaction_is_queried_once_and_each_caller_gets_its_own(db):
-    profiles = SqliteProfileStore(db)
-    assert profiles.save(Profile("p1", traits={"n": 1}, created_at=T0), 0)
+def test_a_profile_read_twice_in_a_transaction_is_queried_once_and_each_caller_gets_its_own(db, profiles):
     seen = selects(db)
     with db.tx():
         first = profiles.get("p1")
@@ -51,9 +57,7 @@ def test_a_profile_read_twice_in_a_transaction_is_queried_once_and_each_caller_g
     assert len(seen) == 3
 
 
-def test_a_save_in_the_transaction_is_what_the_next_read_returns(db):
-    profiles = SqliteProfileStore(db)
-    assert profiles.save(Profile("p1", traits={"n": 1}, created_at=T0), 0)
+def test_a_save_in_the_transaction_is_what_the_next_read_returns(db, profiles):
     seen = selects(db)
     with db.tx():
         p = profiles.get("p1")
@@ -69,9 +73,7 @@ def test_a_save_in_the_transaction_is_what_the_next_read_returns(db):
     assert SqliteProfileStore(db).get("p1").traits == {"n": 2}
 
 
-def test_a_rollback_to_a_savepoint_empties_what_was_kept(db):
-    profiles = SqliteProfileStore(db)
-    assert profiles.save(Profile("p1", traits={"n": 1}, created_at=T0), 0)
+def test_a_rollback_to_a_savepoint_empties_what_was_kept(db, profiles):
     with db.tx():
         assert profiles.get("p1").version == 1
         with pytest.raises(RuntimeError), db.tx():  # a unit that fails after saving
@@ -84,9 +86,7 @@ def test_a_rollback_to_a_savepoint_empties_what_was_kept(db):
         assert not profiles.unchanged(p)
 
 
-def test_outside_a_transaction_and_on_another_thread_every_read_is_a_query(db):
-    profiles = SqliteProfileStore(db)
-    assert profiles.save(Profile("p1", traits={}, created_at=T0), 0)
+def test_outside_a_transaction_and_on_another_thread_every_read_is_a_query(db, profiles):
     seen = selects(db)
     profiles.get("p1")
     profiles.get("p1")
