@@ -312,7 +312,7 @@ class JourneyEngine:
             for member in self.store.for_profile(self._audience_key(journey.name, entity)):
                 if member.entered_at < since:
                     continue
-                profile = self._profile(member.journey)
+                profile = self._surviving(member.journey)
                 if profile is None or self._exited_since(journey, profile.profile_id, entity, member.entered_at):
                     continue
                 condition = journey.trigger.condition
@@ -460,6 +460,17 @@ class JourneyEngine:
 
     def _profile(self, profile_id: str) -> Profile | None:
         return self.profiles.get(profile_id) if self.profiles else None
+
+    def _surviving(self, profile_id: str) -> Profile | None:
+        """The profile, or the one it was merged into since (a visitor who viewed, then signed
+        in): the send, its budget and its consent are the surviving customer's."""
+        profile = self._profile(profile_id)
+        for _ in range(10):
+            target = profile.traits.get("_identity", {}).get("merged_into") if profile else None
+            if not target:
+                break
+            profile = self._profile(str(target))
+        return profile
 
     def _write_wait(self, state: JourneyState, entering: bool) -> None:
         """A run's state as it starts to wait; on entry, the run's first write, made once."""

@@ -149,9 +149,10 @@ def test_back_in_stock_fans_out_to_the_customers_who_asked(rt, outbox):
 
 def test_a_price_drop_goes_to_who_viewed_the_product_in_the_last_14_days(rec_runtime, outbox):
     """price_drop starts at the drop, for the product's recent viewers: a view writes one
-    audience row (no run, no wait, no timer); a viewer who has ordered since, one whose view
-    is older than 14 days and one who viewed another product get nothing; a second drop
-    within the re-entry window sends nothing again."""
+    audience row (no run, no wait, no timer); a visitor who signed in since is reached as the
+    customer; a viewer who has ordered since, one whose view is older than 14 days and one
+    who viewed another product get nothing; a second drop within the re-entry window sends
+    nothing again."""
     rt = rec_runtime(journeys={"disabled": ["welcome", "browse_abandonment"]})
     for pid, price in (("p1", 40), ("p2", 30)):
         rt.catalog.apply("shop", CatalogItem(product_id=pid, title=f"Tee {pid}", price=price, stock=5,
@@ -169,6 +170,9 @@ def test_a_price_drop_goes_to_who_viewed_the_product_in_the_last_14_days(rec_run
     view("u2", "p1")
     emit(rt, "track", userId="u2", event="Order Completed", properties={"order_id": "o2", "total": 10})
     view("u3", "p2")
+    emit(rt, "track", anonymousId="a5", event="Product Viewed", properties={"product_id": "p1"})
+    customer(rt, "u5")
+    emit(rt, "identify", userId="u5", anonymousId="a5")  # the visitor signs in: merged into u5
     later(rt, days=3)
     view("u4", "p1")
     later(rt, days=2)  # day 15: old's view is 15 days old
@@ -176,11 +180,12 @@ def test_a_price_drop_goes_to_who_viewed_the_product_in_the_last_14_days(rec_run
     assert [s.journey for s in rt.stores.journeys.for_profile(profile)
             if s.journey == "price_drop"] == []  # no run per view
     assert not [t for t in rt.stores.journeys.due(rt.clock.now() + timedelta(days=30)) if "price_drop" in t.timer_id]
-    assert len(rt.stores.journeys.for_profile("audience|price_drop|p1")) == 4  # old, u1, u2, u4
+    assert len(rt.stores.journeys.for_profile("audience|price_drop|p1")) == 5  # old, u1, u2, a5, u4
     rt.catalog.apply("shop", CatalogItem(product_id="p1", price=32), rt.clock.now())
     rt.drain()
     drops = [m for m in outbox.to("email") if m.subject.startswith("Price drop")]
-    assert sorted(m.to for m in drops) == ["u1@example.com", "u4@example.com"]
+    # the anonymous visitor's view counts for the customer it became
+    assert sorted(m.to for m in drops) == ["u1@example.com", "u4@example.com", "u5@example.com"]
     text = rt.tracking.untracked(drops[0].text)
     assert "Tee p1 is now 32" in text and "(was 40" in text and "https://shop.example/p1" in text
     [run] = [s for s in rt.stores.journeys.for_profile(profile) if s.journey == "price_drop"]
@@ -189,7 +194,7 @@ def test_a_price_drop_goes_to_who_viewed_the_product_in_the_last_14_days(rec_run
     rt.catalog.apply("shop", CatalogItem(product_id="p1", price=30), rt.clock.now())  # within re-entry: no more
     rt.catalog.apply("shop", CatalogItem(product_id="p2", price=30), rt.clock.now())  # no drop: no event
     rt.drain()
-    assert len([m for m in outbox.to("email") if m.subject.startswith("Price drop")]) == 2
+    assert len([m for m in outbox.to("email") if m.subject.startswith("Price drop")]) == 3
 
 
 def test_an_audience_needs_a_catalog_event_and_an_entity():
