@@ -33,6 +33,7 @@ from chalicelib.journey_model import (
     WaitStep,
 )
 from chalicelib.ports import EventStore, JourneyState, JourneyStore, Profile, ProfileStore, Queue, StoredEvent, Timer
+from chalicelib.services.identity import IdentityResolver
 from chalicelib.services.journey_library import BUILT_IN_JOURNEYS
 from chalicelib.services.rules import Facts, evaluate, needs_events
 
@@ -55,6 +56,16 @@ def lookup(payload: dict[str, Any], path: str | None) -> Any:
             return None
         node = node.get(part)
     return node
+
+
+def event_name(event: StoredEvent) -> str:
+    """The name journeys know an event by: "identify", or a track call's event name."""
+    return "identify" if event.type == "identify" else (event.event or event.type)
+
+
+def entities(value: Any) -> list[str]:
+    """The entities a property names: each member of a list, or the one value (none if empty)."""
+    return list(dict.fromkeys(str(v) for v in (value if isinstance(value, list) else [value]) if v not in (None, "")))
 
 
 def matches_entity(payload: dict[str, Any], path: str | None, entity: str) -> bool:
@@ -182,7 +193,7 @@ class JourneyEngine:
     # ------------------------------------------------------------------ events
     def on_event(self, event: StoredEvent, profile: Profile) -> list[str]:
         """Exits, wait_for matches and triggers for one new event. Returns journeys entered."""
-        name = "identify" if event.type == "identify" else (event.event or event.type)
+        name = event_name(event)
         self._exits_and_waits(name, event, profile)
         entered = []
         for journey in self.registry.active():
@@ -272,12 +283,10 @@ class JourneyEngine:
         audience = journey.trigger.audience
         assert audience is not None
         value = lookup(event.payload, audience.entity or journey.trigger.entity)
-        for entity in value if isinstance(value, list) else [value]:
-            if entity in (None, ""):
-                continue
+        for entity in entities(value):
             self.store.put(
                 JourneyState(
-                    profile_id=self._audience_key(journey.name, str(entity)),
+                    profile_id=self._audience_key(journey.name, entity),
                     journey=profile.profile_id,
                     entity="-",
                     version=journey.version,
@@ -292,7 +301,7 @@ class JourneyEngine:
         if self.events is None or not journey.exit_on:
             return None
         for event in self.events.for_profile(profile_id, limit=1000, since=since):
-            name = "identify" if event.type == "identify" else (event.event or event.type)
+            name = event_name(event)
             for rule in journey.exit_on:
                 if rule.event == name and matches_entity(event.payload, rule.entity, entity):
                     return name
@@ -308,7 +317,7 @@ class JourneyEngine:
         value = lookup(event.payload, journey.trigger.entity)
         since = self.clock.now() - timedelta(days=audience.within_days)
         started = 0
-        for entity in {str(v) for v in (value if isinstance(value, list) else [value]) if v not in (None, "")}:
+        for entity in entities(value):
             for member in self.store.for_profile(self._audience_key(journey.name, entity)):
                 if member.entered_at < since:
                     continue
@@ -464,13 +473,11 @@ class JourneyEngine:
     def _surviving(self, profile_id: str) -> Profile | None:
         """The profile, or the one it was merged into since (a visitor who viewed, then signed
         in): the send, its budget and its consent are the surviving customer's."""
-        profile = self._profile(profile_id)
-        for _ in range(10):
-            target = profile.traits.get("_identity", {}).get("merged_into") if profile else None
-            if not target:
-                break
-            profile = self._profile(str(target))
-        return profile
+        if self.profiles is None:
+            return None
+        read: dict[str, Profile | None] = {}
+        survivor = IdentityResolver(self.profiles, self.clock).canonical(profile_id, read)
+        return read.get(survivor) or self._profile(survivor)
 
     def _write_wait(self, state: JourneyState, entering: bool) -> None:
         """A run's state as it starts to wait; on entry, the run's first write, made once."""
