@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer
@@ -24,9 +25,23 @@ class QuietRequestHandler(ChaliceRequestHandler):
 
     Nagle's algorithm is off: the handler writes headers and body separately, and on a
     kept-alive connection the second write would wait for the client's delayed ACK (40 ms
-    a request)."""
+    a request).
+
+    The Date header is formatted once a second, not once a response (the ``email``
+    package's formatdate was a twentieth of the API process's time in the simulation)."""
 
     disable_nagle_algorithm = True
+    _date: ClassVar[tuple[int, str]] = (-1, "")
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second, text = QuietRequestHandler._date
+        now = int(time.time())
+        if now != second:
+            text = super().date_time_string(now)
+            QuietRequestHandler._date = (now, text)
+        return text
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         log.debug("%s %s %s", self.command, self.path.split("?", 1)[0], code)

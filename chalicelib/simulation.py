@@ -390,6 +390,7 @@ class ShopSimulator:
         self.pending_hits: list[tuple[datetime, str, str, str]] = []  # due, url, user agent, kind
         self.by_email = {c.email: c for c in self.customers}
         self.pending_returns: list[tuple[datetime, Customer, dict[str, Any]]] = []
+        self.carts_open: dict[int, Customer] = {}  # whose cart may be open (the hourly expiry looks at these)
 
     def _customer(self, i: int) -> Customer:
         r = self.rng
@@ -461,6 +462,7 @@ class ShopSimulator:
                 # abandoned: the customer's own hidden draw decides whether a reminder would bring them back
                 self.truth.carts_abandoned += 1
                 c.open_cart = {"checkout": checkout, "at": now, "u": self.rng.random(), "reminded": False}
+                self.carts_open[c.n] = c
                 if c.open_cart["u"] < self.c.base_return:
                     later = now + timedelta(hours=self.rng.uniform(2, 47))
                     self.pending_returns.append((later, c, c.open_cart))
@@ -523,9 +525,12 @@ class ShopSimulator:
 
     def _expire_carts(self) -> None:
         now = self.clock.now()
-        for c in self.customers:
-            if c.open_cart and now - c.open_cart["at"] > timedelta(hours=48):
+        for c in list(self.carts_open.values()):
+            if c.open_cart is None:
+                del self.carts_open[c.n]  # bought
+            elif now - c.open_cart["at"] > timedelta(hours=48):
                 c.open_cart = None
+                del self.carts_open[c.n]
 
     def _catalog_moves(self, day: int) -> None:
         for p in self.products:
@@ -568,19 +573,21 @@ class ShopSimulator:
             season, why = seasonality(today)
             if why:
                 self.truth.seasonal_days[why] = self.truth.seasonal_days.get(why, 0) + 1
+            active = [(c, c.timezone, c.visits_per_day) for c in self.customers if day < c.lapses_on_day]
+            rates = {c.visits_per_day for c in self.customers}
             for hour in range(24):
                 # the opens and clicks that come due this hour (mail read in the hours before),
                 # and the hour's browsing and buying: calls the API takes while the workers take
                 # the hour before
                 self._hits_due()
                 now = self.clock.now()
-                local_hours = {name: now.astimezone(zone).hour for name, zone in self.zones.items()}
-                for c in self.customers:
-                    if day >= c.lapses_on_day:
-                        continue
-                    local = local_hours[c.timezone]
-                    weight = (1.6 if 9 <= local < 22 else 0.2) * season  # daytime, weekday, holidays
-                    if self.rng.random() < c.visits_per_day * weight / 24 * 1.5:
+                chance = {}  # a visit's chance this hour, by time zone and visit rate: daytime, weekday, holidays
+                for name, zone in self.zones.items():
+                    weight = (1.6 if 9 <= now.astimezone(zone).hour < 22 else 0.2) * season
+                    chance[name] = {v: v * weight / 24 * 1.5 for v in rates}
+                draw = self.rng.random
+                for c, zone_name, rate in active:
+                    if draw() < chance[zone_name][rate]:
                         self._visit(c, day)
                 self.front.flush()
                 delivered = stack.settle()  # the workers are done with the hour before

@@ -14,6 +14,7 @@ agents, HEAD requests, or a click within seconds of the send).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -38,6 +39,15 @@ MACHINE_AGENTS = re.compile(
     r"facebookexternalhit|whatsapp/|telegrambot|slackbot|twitterbot|discordbot|skypeuripreview",
     re.IGNORECASE,
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def machine_agent(user_agent: str) -> bool:
+    """A known image proxy, link scanner or bot (each user agent read once: the same few
+    mail clients and proxies fetch most opens)."""
+    return MACHINE_AGENTS.search(user_agent) is not None
+
+
 SCANNER_SECONDS = 10  # a human does not click within seconds of the send
 SHORT_PREFIX = "links/"
 SHORT_CODE = re.compile(r"[A-Za-z0-9_-]{12}")
@@ -170,7 +180,7 @@ class Tracking:
     def _machine(self, user_agent: str, method: str, key: str, now: datetime) -> str | None:
         if method == "HEAD":
             return "HEAD request (link scanner)"
-        if MACHINE_AGENTS.search(user_agent or ""):
+        if machine_agent(user_agent or ""):
             return "known proxy or scanner user agent"
         if not user_agent:
             return "no user agent"

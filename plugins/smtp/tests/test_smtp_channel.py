@@ -25,6 +25,7 @@ class Handler:
     def __init__(self, rcpt_reply: str | None = None) -> None:
         self.received: list = []
         self.sessions: set = set()
+        self.envelopes: list = []
         self.rcpt_reply = rcpt_reply
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -35,6 +36,7 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         self.sessions.add(id(session))
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         self.received.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
 
@@ -80,6 +82,19 @@ def test_multipart_with_unsubscribe_headers_and_a_stable_message_id(server, tmp_
     assert msg["Message-ID"] == "<m_1@omnicast.local>" and msg["X-Omnicast-Message-Id"] == "m_1"
     again = channel(tmp_path, port).send(message())  # a retry carries the same Message-ID
     assert again.provider_message_id == result.provider_message_id
+
+
+def test_the_envelope_is_the_addresses_smtplib_would_write_each_read_once(server, tmp_path):
+    import omnicast_smtp
+
+    handler, port = server()
+    omnicast_smtp._quoted.cache_clear()
+    ch = channel(tmp_path, port, from_address='"Omnicast, the Shop" <shop@example.com>')
+    assert all(r.ok for r in ch.send_batch([message(1), message(2), message(1, message_id="m_again")]))
+    assert handler.envelopes == [("shop@example.com", ["ann1@example.com"]), ("shop@example.com", ["ann2@example.com"]),
+                                 ("shop@example.com", ["ann1@example.com"])]
+    # the shop's address on every message, the returning customer's: read once each
+    assert omnicast_smtp._quoted.cache_info().hits == 3 and omnicast_smtp._quoted.cache_info().misses == 3
 
 
 def test_text_only_when_there_is_no_html(server, tmp_path):
