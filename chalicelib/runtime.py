@@ -91,6 +91,7 @@ class Runtime:
         self._in_flight: tuple[list[QueueMessage], Sending] | None = None
         self._transmitter: ThreadPoolExecutor | None = None
         self.delivered = 0  # deliveries a channel accepted ("sent") recorded by this runtime
+        self._score_refs: dict[str, tuple[Any, Any, frozenset[str]]] = {}  # see score_refs
         # the HTTP function needs only these; the workers' services are built on first use,
         # so an API cold start never imports the template engine or parses the journey library
         self.ingest = IngestService(self.stores.queue, self.credentials, self.clock, settings.max_body_bytes)
@@ -239,13 +240,19 @@ class Runtime:
         journey = self.journeys.registry.get(journey_name)
         if journey is None:
             return set()
+        segment = journey.trigger.segment_entered
+        rule = self.segments.segments[segment].rule if segment and segment in self.segments.segments else None
+        # read once per definition (every send task asks): a new version or segment rule is a new object
+        known = self._score_refs.get(journey_name)
+        if known is not None and known[0] is journey and known[1] is rule:
+            return set(known[2])
         found = refs(journey.trigger.condition)
         for step in journey.steps:
             if isinstance(step, BranchStep):
                 found |= refs(step.if_)
-        segment = journey.trigger.segment_entered
-        if segment and segment in self.segments.segments:
-            found |= refs(self.segments.segments[segment].rule)
+        if rule is not None:
+            found |= refs(rule)
+        self._score_refs[journey_name] = (journey, rule, frozenset(found))
         return found
 
     def scores_used(self, journey_name: str, profile_id: str) -> dict[str, Any]:

@@ -54,7 +54,10 @@ SHORT_CODE = re.compile(r"[A-Za-z0-9_-]{12}")
 CLICK_EVENTS = frozenset({"Email Link Clicked", "Message Link Clicked"})
 
 
+@functools.lru_cache(maxsize=4096)
 def with_utm(url: str, channel: str, journey: str, step: str) -> str:
+    """``url`` with the campaign's UTM parameters, unless it has its own (the same link in
+    every message of a step: worked out once)."""
     parts = urlparse(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     if not any(k.startswith("utm_") for k in query):
