@@ -38,12 +38,15 @@ steps:
 """,
     "browse_abandonment": """
 name: browse_abandonment
-description: Viewed a product, added nothing, bought nothing - a nudge 4 hours later, at most weekly.
+version: "2"
+description: Viewed a product, added nothing, bought nothing - a nudge 4 hours later, at most weekly. A checkout
+  started ends it (version 1 went on, so an abandoned cart had its reminder and this nudge both).
 trigger: {event: Product Viewed, condition: {trait: email, op: exists}}
 reentry: 7
 exit_on:
   - {event: Order Completed}
   - {event: Product Added}
+  - {event: Checkout Started}
 steps:
   - {id: wait_4h, type: wait, hours: 4}
   - {id: browse_nudge, type: send, channel: email, template: browse_abandonment, priority: 3}

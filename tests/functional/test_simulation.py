@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     data = tmp_path_factory.mktemp("sim")
-    config = SimConfig(customers=150, days=21, seed=11, holdout_percent=30)
+    # 500 customers: the overall lift's interval clears zero on each of seeds 11 to 14 (at 150, seeds 13
+    # and 14 did not, nor 11 once browse abandonment left started checkouts to the cart reminder)
+    config = SimConfig(customers=500, days=21, seed=11, holdout_percent=30)
     result = run_simulation(config, data_dir=data, quiet=True)
     from chalicelib.adapters.local.sqlite import Database
 

@@ -69,6 +69,21 @@ def test_abandoned_cart_reminds_after_an_hour_and_stops_at_purchase(rt, outbox):
     assert ("order_confirmation", "order_confirmed") in steps(rt, "sent")
 
 
+def test_a_started_checkout_gets_the_cart_reminder_not_the_browse_nudge_too(rec_runtime, outbox):
+    rt = rec_runtime(journeys={"disabled": ["welcome", "price_drop"]})
+    for user in ("u1", "u2"):
+        customer(rt, user)
+        emit(rt, "track", userId=user, event="Product Viewed",
+             properties={"product_id": "p1", "name": "Organic tee", "price": 24})
+    emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)  # u1 went on to the checkout
+    later(rt, hours=5)
+    sent = sorted((m.metadata["journey"], m.to) for m in outbox.to("email"))
+    assert sent == [("abandoned_cart", "u1@example.com"), ("browse_abandonment", "u2@example.com")]
+    [state] = [s for s in rt.stores.journeys.for_profile(rt.stores.profiles.resolve("user_id", "u1"))
+               if s.journey == "browse_abandonment"]
+    assert state.status == "exited" and "Checkout Started" in state.data["exit_reason"]
+
+
 def test_paying_within_the_hour_sends_nothing(rt, outbox):
     customer(rt)
     emit(rt, "track", userId="u1", event="Checkout Started", properties=CART)
