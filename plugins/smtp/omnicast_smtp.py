@@ -50,7 +50,8 @@ class _EnvelopeOnce:
     """``MAIL FROM`` and ``RCPT TO`` as smtplib writes them, each address quoted once per
     process: smtplib quotes both on every message with the ``email`` package's address
     parser (some 36 us a message, a twelfth of the simulated shop's sending process), and
-    the shop's sender and its customers come back again and again. SMTPUTF8 (non-ASCII addresses) goes to smtplib's own."""
+    the shop's sender and its customers come back again and again. SMTPUTF8 (non-ASCII
+    addresses) goes to smtplib's own."""
 
     def mail(self, sender: str, options: Any = ()) -> tuple[int, bytes]:
         if any(option.lower() == "smtputf8" for option in options):
