@@ -41,11 +41,17 @@ MACHINE_AGENTS = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=4096)
-def machine_agent(user_agent: str) -> bool:
-    """A known image proxy, link scanner or bot (each user agent read once: the same few
-    mail clients and proxies fetch most opens)."""
+def _is_machine(user_agent: str) -> bool:
     return MACHINE_AGENTS.search(user_agent) is not None
+
+
+_machine_seen = functools.lru_cache(maxsize=4096)(_is_machine)
+
+
+def machine_agent(user_agent: str) -> bool:
+    """A known image proxy, link scanner or bot (each user agent of a usual length read once:
+    the same few mail clients and proxies fetch most opens; a long one is not kept)."""
+    return (_is_machine if len(user_agent) > 512 else _machine_seen)(user_agent)
 
 
 SCANNER_SECONDS = 10  # a human does not click within seconds of the send
@@ -54,15 +60,21 @@ SHORT_CODE = re.compile(r"[A-Za-z0-9_-]{12}")
 CLICK_EVENTS = frozenset({"Email Link Clicked", "Message Link Clicked"})
 
 
-@functools.lru_cache(maxsize=4096)
 def with_utm(url: str, channel: str, journey: str, step: str) -> str:
     """``url`` with the campaign's UTM parameters, unless it has its own (the same link in
-    every message of a step: worked out once)."""
+    every message of a step: worked out once, unless it is unusually long)."""
+    return (_with_utm if len(url) > 2048 else _utm_seen)(url, channel, journey, step)
+
+
+def _with_utm(url: str, channel: str, journey: str, step: str) -> str:
     parts = urlparse(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     if not any(k.startswith("utm_") for k in query):
         query.update({"utm_source": "omnicast", "utm_medium": channel, "utm_campaign": journey, "utm_content": step})
     return urlunparse(parts._replace(query=urlencode(query)))
+
+
+_utm_seen = functools.lru_cache(maxsize=4096)(_with_utm)
 
 
 class Tracking:
