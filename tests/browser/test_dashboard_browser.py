@@ -36,12 +36,25 @@ def submit_and_wait(browser: Any, button_css: str, ready: Any) -> None:
     "node does not belong to the document")."""
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
+
+    def gone(_: Any) -> bool:
+        # staleness_of, but asking about the old node mid-navigation may get Chromium's "does
+        # not belong to the document" instead of a stale reference: that too says it is gone
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
     browser.find_element(By.CSS_SELECTOR, button_css).click()
-    WebDriverWait(browser, 20).until(ec.staleness_of(old))
+    WebDriverWait(browser, 20).until(gone)
     WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException, WebDriverException)).until(ready)
 
 def _browser_missing() -> str | None:
