@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.clock import Clock, iso, parse_iso
 from chalicelib.config import Settings
@@ -38,6 +38,9 @@ from chalicelib.errors import BadRequest, ConfigError, NotFound
 from chalicelib.plugin_api import Artifact, FeatureTable, Model, ModelError
 from chalicelib.plugin_host import PluginHost, plugin_settings
 from chalicelib.ports import ActivityReader, JourneyStore, Stores, Timer
+
+if TYPE_CHECKING:
+    from chalicelib.features import Workbench
 
 log = logging.getLogger("omnicast.scoring")
 SCORING_QUEUE = "scoring"
@@ -139,28 +142,26 @@ class ScoringService:
         step = progress or (lambda _msg: None)
         step("reading events")
         ids = self._profile_ids()
-        activity = self.reader.activity(ids, now)
-        latest = features.build(activity, ids, now)
+        bench = features.Workbench(self.reader.activity(ids, now), ids)
+        latest = bench.build(now)
         buyers = latest.rows(latest.column("orders") > 0)
         cards = []
         for cls in classes:
             try:
-                cards.append(self._train_one(cls, activity, ids, buyers, now, step))
+                cards.append(self._train_one(cls, bench, buyers, now, step))
             except Exception:  # one broken plugin must not stop the others' training
                 log.exception("training %s failed", cls.name)
         return cards
 
-    def _train_one(self, cls: type[Model], activity: Any, ids: list[str], buyers: FeatureTable, now: datetime,
+    def _train_one(self, cls: type[Model], bench: Workbench, buyers: FeatureTable, now: datetime,
                    step: Progress) -> dict[str, Any]:
-        from chalicelib import features
-
         model = self._new(cls)
         horizon = float(getattr(model.settings, "horizon_days", DEFAULT_HORIZON_DAYS))
         minimum = int(getattr(model.settings, "min_customers", cls.min_customers))
         step(f"{cls.name}: features")
         train_at, holdout_at = now - timedelta(days=2 * horizon), now - timedelta(days=horizon)
-        train = features.training_set(activity, ids, train_at, horizon)
-        holdout = features.training_set(activity, ids, holdout_at, horizon)
+        train = bench.training_set(train_at, horizon)
+        holdout = bench.training_set(holdout_at, horizon)
         started = time.perf_counter()
         notes: list[str] = []
         step(f"{cls.name}: fit")

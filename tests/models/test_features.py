@@ -161,3 +161,55 @@ def test_a_subset_of_customers_keeps_its_own_interactions():
     assert buyers.profile_ids == ["ann", "cy"]
     assert buyers.extras["interactions"]["row"].tolist() == [0, 0, 0, 0]  # bob's view left with bob
     assert buyers.extras["engagement_hours"].shape == (2, 24)
+
+
+def test_the_workbench_builds_each_cutoff_once_and_hands_out_copies(monkeypatch):
+    """Training reads the same cutoffs for every model: one build each, the same tables as the
+    functions give, and a model changing its arrays in place changes nothing for the next."""
+    stores = local_stores(None)
+    tiny_shop(stores)
+    activity = stores.activity.activity(None, day(100))
+    ids = ["ann", "bob", "cy"]
+    built: list[datetime] = []
+    real_build = features.build
+
+    def counting(activity, profile_ids, as_of):
+        built.append(as_of)
+        return real_build(activity, profile_ids, as_of)
+
+    monkeypatch.setattr(features, "build", counting)
+    bench = features.Workbench(activity, ids)
+    first = bench.training_set(day(20), 25)
+    first.features.X[:] = -1.0  # a model scaling in place
+    first.outcomes["orders"][:] = 7
+    second = bench.training_set(day(20), 25)
+    other_horizon = bench.training_set(day(20), 15)
+    latest = bench.build(day(20))
+    latest.extras["engagement_hours"][:] = 0
+    assert built == [day(20)]  # four answers, one build
+    expected = features.training_set(activity, ids, day(20), 25)
+    np.testing.assert_array_equal(second.features.X, expected.features.X)
+    assert second.outcomes["orders"].tolist() == [1.0] and other_horizon.outcomes["orders"].tolist() == [0.0]
+    np.testing.assert_array_equal(bench.build(day(20)).extras["engagement_hours"],
+                                  features.build(activity, ids, day(20)).extras["engagement_hours"])
+    before = len(built)
+    bench.build(day(50))
+    bench.training_set(day(20), 25)
+    assert built[before:] == [day(50)]  # a new cutoff is built, a known one is not
+
+
+def test_profile_ids_are_the_customers_with_a_processed_event():
+    stores = local_stores(None)
+    tiny_shop(stores)
+    from chalicelib.ports import StoredEvent
+
+    stores.events.append(StoredEvent(  # taken, not yet applied: not a customer yet
+        message_id="pending", type="track", profile_id="dee", received_at=day(1), timestamp=day(1),
+        event="Product Viewed", source="segment", payload={"type": "track"}, processed=False))
+    stores.events.append(StoredEvent(  # an anonymous catalog event
+        message_id="cat", type="track", profile_id=None, received_at=day(1), timestamp=day(1),
+        event="Product Created", source="catalog", payload={"type": "track"}, processed=True))
+    assert stores.activity.profile_ids() == ["ann", "bob", "cy"]
+    stores.events.mark_processed("segment", "pending", "dee")
+    assert stores.activity.profile_ids() == ["ann", "bob", "cy", "dee"]
+    assert features.reader(local_stores(None)).profile_ids() == []  # no events at all
