@@ -44,13 +44,15 @@ def main() -> None:
     result = run_simulation(SimConfig(customers=customers, days=days, seed=3), quiet=True)
     wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # the largest of the other processes: Omnicast's API, the shop, the shop's mail server
+    # the largest of the other processes: Omnicast's API and sending process, the shop, the
+    # shop's mail server, the models' process
     others_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     events = sum(result["events"].values())
     print(f"\nsimulation benchmark: {customers:,} customers x {days} days")
     print(f"  wall time {wall:.1f} s (simulated trade {result['seconds']:.1f} s, then models and report), "
-          f"peak memory {peak_mb:.0f} MB (Omnicast's process; {result['peak_mb_after_trade']:.0f} MB before the models "
-          f"and the report; the largest of the API's, the shop's and its mail server's processes {others_mb:.0f} MB)")
+          f"peak memory {peak_mb:.0f} MB (the workers' process; {result['peak_mb_after_trade']:.0f} MB before the "
+          f"report; the largest other, of the API, sending, shop, mail server and models processes,"
+          f" {others_mb:.0f} MB)")
     print(f"  {events:,} events stored ({events / wall:,.0f} events/s sustained), "
           f"{result['messages_sent']:,} messages sent")
     print(f"  baseline, the simulator alone (same seed, {calls:,} calls built and signed, none sent): "

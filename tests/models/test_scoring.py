@@ -229,3 +229,31 @@ def test_erasure_forgets_the_customers_scores(trained):
     assert rt.scoring.facts(pid)
     rt.erasure.erase(pid)
     assert rt.scoring.for_profile(pid) == [] and rt.scoring.facts(pid) == {}
+
+
+def test_the_simulations_models_process_trains_and_scores_the_shop_on_disk(tmp_path, shop_small):
+    """The simulated shop trains its models in a process of its own while the report is
+    written: it answers every enabled model's card and leaves the scores in the database."""
+    from chalicelib.clock import ManualClock
+    from chalicelib.config import load_settings
+    from chalicelib.runtime import Runtime
+    from chalicelib.simulation import ModelsPlan, _Served
+
+    overrides = {"data_dir": str(tmp_path)}
+    at = end_of(shop_small)
+    rt = Runtime(load_settings({}, overrides=overrides), clock=ManualClock(at))
+    try:
+        write_shop(shop_small, rt.stores)
+        enabled = sorted(cls.name for cls in rt.scoring.enabled().values())
+        assert rt.stores.scores.count() == 0
+        models = _Served("models", ModelsPlan(overrides, at), "the models' process")
+        try:
+            cards = models.ask("train", None)
+        finally:
+            models.stop()
+            models.process.wait(30)
+        assert sorted(c["name"] for c in cards) == enabled and not [c for c in cards if "error" in c]
+        assert all(c["trained_at"].startswith(at.isoformat()[:16]) for c in cards)  # at the shop's closing time
+        assert rt.stores.scores.count("churn") > 10 and rt.scoring.versions().keys() == set(enabled)
+    finally:
+        rt.close()
