@@ -235,3 +235,20 @@ def test_the_fast_wire_bytes_equal_what_the_email_package_writes(monkeypatch):
                     assert random_boundary.sub(b"B", wire) == random_boundary.sub(b"B", expected), (text, html, to)
     fast = compared - len(built)
     assert compared == 312 and fast == 108  # every mail with an HTML body, one-line ASCII headers, no boundary inside
+
+
+def test_an_address_header_is_parsed_once_and_an_overlong_one_is_not_kept():
+    """The sender's address is on every message: parsed once, as the email package writes it."""
+    from email.utils import formataddr, parseaddr
+
+    from chalicelib import plugin_api
+
+    plugin_api._address_once.cache_clear()
+    for value in ('"Doe, Jo" <jo@example.com>', "Shop <shop@example.com>", "plain@example.com"):
+        expected = formataddr(parseaddr(value), charset="utf-8")
+        assert plugin_api._address(value) == plugin_api._address(value) == expected
+    info = plugin_api._address_once.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (3, 3, 3)
+    overlong = "A" * 400 + " <a@example.com>"
+    assert plugin_api._address(overlong) == formataddr(parseaddr(overlong), charset="utf-8")
+    assert plugin_api._address_once.cache_info().currsize == 3
