@@ -739,12 +739,11 @@ def report(runtime: Any, truth: Truth, config: SimConfig, emails_received: int, 
     return result
 
 
-def train_models(runtime: Any, processes: int = 1) -> list[dict[str, Any]]:
-    """Train every enabled model on the simulated history, then score every customer (shards
-    in ``processes`` processes)."""
+def train_models(runtime: Any) -> list[dict[str, Any]]:
+    """Train every enabled model on the simulated history, then score every customer."""
     try:
         cards = runtime.scoring.train()
-        runtime.scoring.run(processes=processes)
+        runtime.scoring.run()
     except Exception as exc:  # noqa: BLE001 - the models are a part of the report, never the reason it fails
         log.warning("training on the simulated shop failed: %s", exc)
         return [{"name": "(training)", "error": str(exc)}]
@@ -1029,9 +1028,10 @@ class ModelsPlan:
 def models_process(plan: ModelsPlan, conn: Any) -> None:
     """The models trained on the shop's history and every customer scored, in a process of
     its own once the trade is over, while the workers' process writes the report (the two
-    only read what the trade wrote, each on a core). The scoring's two shards run in two
-    processes: the report is written by then, its core free. At 10,000 x 90 the models and
-    the report took 19.4-20.5 s one after the other, 13.4-13.7 s this way.
+    only read what the trade wrote, each on a core): at 10,000 x 90 the two took 19.4-20.5 s
+    one after the other, 15.1-15.7 s this way. (Scoring the two shards in two processes
+    once the report is written saved 2 s more, but forks this process, whose checkpointer
+    thread may hold a lock of SQLite's at that moment: not worth a demo that may hang.)
     ("train", None) answers the model cards; "stop" ends it."""
     from chalicelib.config import load_settings
     from chalicelib.runtime import Runtime
@@ -1043,7 +1043,7 @@ def models_process(plan: ModelsPlan, conn: Any) -> None:
         runtime = Runtime(load_settings({}, overrides=plan.overrides), clock=ManualClock(plan.at))
         return runtime.close  # type: ignore[no-any-return]
 
-    _serve(conn, start, "train", lambda _: train_models(runtime, processes=2))
+    _serve(conn, start, "train", lambda _: train_models(runtime))
 
 
 @dataclass
