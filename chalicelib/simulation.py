@@ -1218,18 +1218,28 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                 process.wait(30)  # done; if one lingers, the finally below ends it
             except subprocess.TimeoutExpired:
                 log.warning("the simulation's %s process did not exit within 30 s; it is stopped", name)
-        if config.train_models and config.days >= 60:  # trained over there while the report is written here
-            models = _Served("models", ModelsPlan(overrides, clock.now()), "the models' process")
-            models.tell("train", None)
-        result = report(runtime, truth, config, received, seconds, data_dir)
         cards: list[dict[str, Any]] = []
-        if models is not None:
+        failed: str | None = None  # the models are a part of the report, never the reason it fails
+        if config.train_models and config.days >= 60:  # trained over there while the report is written here
+            try:
+                models = _Served("models", ModelsPlan(overrides, clock.now()), "the models' process")
+                models.tell("train", None)
+            except Exception as exc:  # noqa: BLE001 - a process that could not start: the report goes on
+                failed = str(exc)
+        result = report(runtime, truth, config, received, seconds, data_dir)
+        if models is not None and failed is None:
             try:
                 cards = models.answer()
-            except RuntimeError as exc:  # the models are a part of the report, never the reason it fails
-                log.warning("training on the simulated shop failed: %s", exc)
-                cards = [{"name": "(training)", "error": str(exc)}]
-            models.stop()
+                models.stop()
+            except RuntimeError as exc:
+                failed = str(exc)
+            try:
+                models.process.wait(30)  # done; if it lingers, the finally below ends it
+            except subprocess.TimeoutExpired:
+                log.warning("the simulation's models process did not exit within 30 s; it is stopped")
+        if failed is not None:
+            log.warning("training on the simulated shop failed: %s", failed)
+            cards = [{"name": "(training)", "error": failed.splitlines()[0]}]  # the first line, not a traceback
         result["models"] = cards
         result["peak_mb_after_trade"] = trade_peak_mb
         report_models(cards)

@@ -163,6 +163,31 @@ def test_seasons_and_the_black_friday_broadcast(tmp_path):
     assert rows["holiday_greetings"]["sent"] > 0
 
 
+def test_the_models_train_beside_the_report_and_a_failed_models_process_is_a_line_of_it(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """Two months of a small shop: the models' process answers their cards. When it cannot
+    start, the report is still written and names why in one line (no traceback)."""
+    from chalicelib import simulation
+
+    config = SimConfig(customers=20, days=60, seed=3)
+    cards = run_simulation(config, data_dir=tmp_path / "ok", quiet=True)["models"]
+    assert {"churn", "clv", "rfm"} <= {c["name"] for c in cards} and not [c for c in cards if "error" in c]
+    capsys.readouterr()
+    real = simulation._start
+
+    def start(role, plan):
+        if role == "models":
+            plan.overrides = {**plan.overrides, "runtime": "mainframe"}  # settings it refuses to start with
+        return real(role, plan)
+
+    monkeypatch.setattr(simulation, "_start", start)
+    result = run_simulation(config, data_dir=tmp_path / "failed", quiet=True)
+    (card,) = result["models"]
+    assert card["name"] == "(training)" and "the models' process failed" in card["error"]
+    assert "\n" not in card["error"] and "Traceback" not in capsys.readouterr().out
+    assert result["kpis"] and result["messages_sent"] > 0  # the report is whole
+
+
 def test_the_shops_process_reports_a_failure_instead_of_hanging(tmp_path):
     """The shop runs in its own process; when the stack cannot be reached its first call
     fails and it says why over the connection (the stack's side raises it as an error)."""
