@@ -1225,14 +1225,14 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
                 models = _Served("models", ModelsPlan(overrides, clock.now()), "the models' process")
                 models.tell("train", None)
             except Exception as exc:  # noqa: BLE001 - a process that could not start: the report goes on
-                failed = str(exc)
+                failed = str(exc) or type(exc).__name__
         result = report(runtime, truth, config, received, seconds, data_dir)
         if models is not None and failed is None:
             try:
                 cards = models.answer()
                 models.stop()
             except RuntimeError as exc:
-                failed = str(exc)
+                failed = str(exc) or type(exc).__name__
             try:
                 models.process.wait(30)  # done; if it lingers, the finally below ends it
             except subprocess.TimeoutExpired:
@@ -1255,7 +1255,7 @@ def run_simulation(config: SimConfig, data_dir: Path | None = None, quiet: bool 
             scratch.cleanup()
 
 
-if __name__ == "__main__":  # the shop's, its mail server's or the API's process, started by run_simulation
+if __name__ == "__main__":  # a process run_simulation starts: the API, sending, shop, mail server or models
     import sys
     from multiprocessing.connection import Connection
 
@@ -1265,9 +1265,9 @@ if __name__ == "__main__":  # the shop's, its mail server's or the API's process
                              "mail": simulation.mail_process, "sender": simulation.sender_process,
                              "models": simulation.models_process}
     if len(sys.argv) != 3 or sys.argv[1] not in roles or not sys.argv[2].isdigit():
-        print("chalicelib.simulation runs as the simulated shop's, its mail server's and Omnicast's API processes, "
-              "started by "
-              "run_simulation; run `omnicast demo` (or `make demo`) instead", file=sys.stderr)
+        print("chalicelib.simulation runs as the processes run_simulation starts (Omnicast's API, sending and "
+              "models processes, the simulated shop and its mail server); run `omnicast demo` (or `make demo`) "
+              "instead", file=sys.stderr)
         raise SystemExit(2)
     if sys.argv[1] in ("api", "sender", "shop"):  # the trade's; the shop's mail server inherits the shop's
         import os
